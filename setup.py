@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="retina-plugin",
+    version="0.1.0",
+    description="Focal-loss RetinaNet (Lin et al., 2017) as a Detectron2 plug-in",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["retina_plugin", "retina_plugin.*"]),
+    # detectron2 is not on PyPI under its own name, so it cannot be a requirement here:
+    # `make setup` installs it (README, "Installing").
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        "pycocotools>=2.0.2",
+        "opencv-python>=4.5",
+        "numpy",
+        "PyYAML>=5.1",
+    ],
+    extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
+)

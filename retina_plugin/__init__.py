@@ -1,0 +1,27 @@
+"""retina-plugin: the focal-loss RetinaNet of Lin et al. (2017) as a Detectron2 plug-in.
+
+``import retina_plugin`` registers FocalRetinaNet, its heads, losses and the octave anchor
+generator into Detectron2's registries.
+"""
+
+from .config import add_retina_plugin_config
+from .focal_loss import sigmoid_focal_loss
+
+# The modules below are imported for registration.
+from .anchor_generator import OctaveAnchorGenerator
+from .head import RETINA_HEAD_REGISTRY, FocalRetinaHead, build_retina_head
+from .losses import CLASSIFICATION_LOSS_REGISTRY, SigmoidFocalLoss, build_classification_loss
+from .meta_arch import FocalRetinaNet
+
+__all__ = [
+    "add_retina_plugin_config",
+    "sigmoid_focal_loss",
+    "OctaveAnchorGenerator",
+    "RETINA_HEAD_REGISTRY",
+    "FocalRetinaHead",
+    "build_retina_head",
+    "CLASSIFICATION_LOSS_REGISTRY",
+    "SigmoidFocalLoss",
+    "build_classification_loss",
+    "FocalRetinaNet",
+]

@@ -1,0 +1,176 @@
+"""FocalRetinaNet: Detectron2's RetinaNet with a registered head and classification loss."""
+
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.anchor_generator import build_anchor_generator
+from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
+from detectron2.modeling.matcher import Matcher
+from detectron2.modeling.meta_arch.retinanet import RetinaNet
+from detectron2.utils.events import get_event_storage
+
+from .checks import check_at_least, check_in_range, check_iou_bands
+from .head import build_retina_head
+from .losses import build_classification_loss
+
+__all__ = ["FocalRetinaNet"]
+
+_BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
+
+
+@META_ARCH_REGISTRY.register()
+class FocalRetinaNet(RetinaNet):
+    """
+    RetinaNet (Lin et al., 2017) whose head and classification loss come from retina_plugin's
+    registries (``MODEL.FOCAL_RETINA.HEAD_NAME`` / ``LOSS_NAME``).
+
+    With the defaults it computes what Detectron2's :class:`RetinaNet` computes (same parameters,
+    losses, gradients and detections), so Detectron2 RetinaNet checkpoints load unchanged; on top
+    of that it checks its config when built and the ground-truth class ids of every batch.
+    """
+
+    @configurable
+    def __init__(self, *, classification_loss: nn.Module, **kwargs):
+        """
+        Args:
+            classification_loss: called as ``loss(pred_logits (M, K), gt_labels (M,))`` on the
+                anchors that are not ignored; returns the summed loss. See
+                :data:`retina_plugin.losses.CLASSIFICATION_LOSS_REGISTRY`.
+            kwargs: the arguments of Detectron2's :class:`RetinaNet`.
+        """
+        super().__init__(**kwargs)
+        self.classification_loss = classification_loss
+
+    @classmethod
+    def from_config(cls, cfg):
+        retina = cfg.MODEL.RETINANET
+        check_iou_bands(retina.IOU_THRESHOLDS, retina.IOU_LABELS, "MODEL.RETINANET")
+        _check_inference_config(cfg)
+        if retina.BBOX_REG_LOSS_TYPE not in _BOX_REG_LOSS_TYPES:
+            raise ValueError(
+                f"MODEL.RETINANET.BBOX_REG_LOSS_TYPE = {retina.BBOX_REG_LOSS_TYPE!r} is not one "
+                f"of {_BOX_REG_LOSS_TYPES}."
+            )
+        check_at_least("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", retina.SMOOTH_L1_LOSS_BETA, 0)
+
+        backbone = build_backbone(cfg)
+        backbone_shape = backbone.output_shape()
+        missing = [f for f in retina.IN_FEATURES if f not in backbone_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.RETINANET.IN_FEATURES names {missing}, which the backbone does not "
+                f"output; it outputs {sorted(backbone_shape)}."
+            )
+        feature_shapes = [backbone_shape[f] for f in retina.IN_FEATURES]
+        return {
+            "backbone": backbone,
+            "head": build_retina_head(cfg, feature_shapes),
+            "anchor_generator": build_anchor_generator(cfg, feature_shapes),
+            "box2box_transform": Box2BoxTransform(weights=retina.BBOX_REG_WEIGHTS),
+            "anchor_matcher": Matcher(
+                retina.IOU_THRESHOLDS, retina.IOU_LABELS, allow_low_quality_matches=True
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "num_classes": retina.NUM_CLASSES,
+            "head_in_features": retina.IN_FEATURES,
+            # Loss parameters:
+            "classification_loss": build_classification_loss(cfg),
+            "focal_loss_alpha": retina.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": retina.FOCAL_LOSS_GAMMA,
+            "smooth_l1_beta": retina.SMOOTH_L1_LOSS_BETA,
+            "box_reg_loss_type": retina.BBOX_REG_LOSS_TYPE,
+            # Inference parameters:
+            "test_score_thresh": retina.SCORE_THRESH_TEST,
+            "test_topk_candidates": retina.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": retina.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            # Vis parameters
+            "vis_period": cfg.VIS_PERIOD,
+            "input_format": cfg.INPUT.FORMAT,
+        }
+
+    def forward(self, batched_inputs: List[Dict[str, Tensor]]):
+        if self.training:
+            check_gt_classes(batched_inputs, self.num_classes)
+        return super().forward(batched_inputs)
+
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        """
+        Args:
+            anchors (list[Boxes]): one Boxes of (Hi * Wi * A) anchors per level.
+            pred_logits, pred_anchor_deltas (list[Tensor]): per level, (N, Hi * Wi * A, K) and
+                (N, Hi * Wi * A, 4).
+            gt_labels, gt_boxes (list[Tensor]): per image, (R,) labels in {-1, 0, ..., K} (-1:
+                ignored, K: background) and (R, 4) matched boxes, R = sum(Hi * Wi * A).
+
+        Returns:
+            dict[str, Tensor]: "loss_cls" and "loss_box_reg", each summed over anchors and
+            divided by the (moving average of the) number of foreground anchors.
+        """
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        valid_mask = gt_labels >= 0
+        pos_mask = valid_mask & (gt_labels != self.num_classes)
+        num_pos_anchors = pos_mask.sum().item()
+        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
+        # The paper normalises by the number of foreground anchors; Detectron2 smooths that count
+        # with an EMA because with 1-2 images per GPU it varies a lot from step to step.
+        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 100)
+
+        loss_cls = self.classification_loss(
+            cat(pred_logits, dim=1)[valid_mask], gt_labels[valid_mask]
+        )  # (M, K) logits of the M non-ignored anchors
+        loss_box_reg = _dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            pred_anchor_deltas,
+            gt_boxes,
+            pos_mask,
+            box_reg_loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
+        return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
+
+
+def _check_inference_config(cfg):
+    retina = cfg.MODEL.RETINANET
+    check_in_range("MODEL.RETINANET.SCORE_THRESH_TEST", retina.SCORE_THRESH_TEST, 0, 1)
+    check_in_range("MODEL.RETINANET.NMS_THRESH_TEST", retina.NMS_THRESH_TEST, 0, 1)
+    check_at_least("MODEL.RETINANET.TOPK_CANDIDATES_TEST", retina.TOPK_CANDIDATES_TEST, 1)
+    check_at_least("TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE, 1)
+
+
+def check_gt_classes(batched_inputs: List[Dict], num_classes: int):
+    """
+    Raise if an image's ground-truth class id lies outside [0, num_classes).
+
+    Detectron2's RetinaNet silently takes id K as background and fails obscurely on larger ids.
+    The check runs on the inputs as the data loader gives them (on the CPU), so costs no sync.
+    """
+    for inputs in batched_inputs:
+        if "instances" not in inputs:
+            raise ValueError(
+                f"Image {_describe(inputs)} has no 'instances' in training; the data loader must "
+                "give ground truth (Detectron2's DatasetMapper with is_train=True does)."
+            )
+        classes = inputs["instances"].gt_classes
+        bad = classes[(classes < 0) | (classes >= num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"Image {_describe(inputs)} has ground-truth class id(s) {sorted(set(bad.tolist()))} "
+                f"outside [0, MODEL.RETINANET.NUM_CLASSES = {num_classes}). Set NUM_CLASSES to the "
+                "dataset's number of categories, or map its category ids to 0 .. NUM_CLASSES - 1."
+            )
+
+
+def _describe(inputs: Dict) -> str:
+    for key in ("image_id", "file_name"):
+        if key in inputs:
+            return f"{key}={inputs[key]!r}"
+    return "(no image_id or file_name)"

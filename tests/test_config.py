@@ -1,0 +1,153 @@
+import glob
+import os
+
+import pytest
+import torch
+import yaml
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
+
+import retina_plugin
+from retina_plugin import CLASSIFICATION_LOSS_REGISTRY, RETINA_HEAD_REGISTRY
+from tests.utils import CONFIGS_DIR, plugin_config, tiny_config
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIGS_DIR, "**", "*.yaml"), recursive=True))
+
+
+def test_config_files_found():
+    names = {os.path.relpath(f, CONFIGS_DIR) for f in CONFIG_FILES}
+    assert {
+        "Base-FocalRetina.yaml",
+        "COCO-Detection/focal_retina_R_50_FPN_1x.yaml",
+        "COCO-Detection/focal_retina_R_50_FPN_3x.yaml",
+        "COCO-Detection/focal_retina_R_101_FPN_3x.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("config_file", CONFIG_FILES, ids=lambda f: os.path.relpath(f, CONFIGS_DIR))
+def test_every_config_parses_safely_and_builds(config_file):
+    with open(config_file) as f:
+        assert isinstance(yaml.safe_load(f), dict)
+    cfg = plugin_config(config_file)  # merge_from_file(..., allow_unsafe=False)
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert type(model).__name__ == cfg.MODEL.META_ARCHITECTURE
+
+
+def test_paper_settings_in_base_config():
+    cfg = plugin_config(os.path.join(CONFIGS_DIR, "Base-FocalRetina.yaml"))
+    retina = cfg.MODEL.RETINANET
+    assert cfg.MODEL.META_ARCHITECTURE == "FocalRetinaNet"
+    assert (retina.FOCAL_LOSS_ALPHA, retina.FOCAL_LOSS_GAMMA, retina.PRIOR_PROB) == (0.25, 2.0, 0.01)
+    assert (list(retina.IOU_THRESHOLDS), list(retina.IOU_LABELS)) == ([0.4, 0.5], [0, -1, 1])
+    assert retina.IN_FEATURES == ["p3", "p4", "p5", "p6", "p7"]
+    assert (retina.SCORE_THRESH_TEST, retina.TOPK_CANDIDATES_TEST, retina.NMS_THRESH_TEST) == (
+        0.05,
+        1000,
+        0.5,
+    )
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER) == (0.01, 16, 90000)
+
+
+def test_every_registered_name_resolves():
+    assert META_ARCH_REGISTRY.get("FocalRetinaNet") is retina_plugin.FocalRetinaNet
+    assert ANCHOR_GENERATOR_REGISTRY.get("OctaveAnchorGenerator") is retina_plugin.OctaveAnchorGenerator
+    assert RETINA_HEAD_REGISTRY.get("FocalRetinaHead") is retina_plugin.FocalRetinaHead
+    assert CLASSIFICATION_LOSS_REGISTRY.get("SigmoidFocalLoss") is retina_plugin.SigmoidFocalLoss
+    for registry in (RETINA_HEAD_REGISTRY, CLASSIFICATION_LOSS_REGISTRY):
+        assert "Called as" in registry.__doc__ or "called as" in registry.__doc__
+
+
+def test_unsafe_yaml_is_rejected(tmp_path):
+    config_file = tmp_path / "evil.yaml"
+    config_file.write_text('MODEL:\n  WEIGHTS: !!python/object/apply:os.getcwd []\n')
+    with pytest.raises(Exception) as error:
+        plugin_config(str(config_file))
+    assert "python/object/apply:os.getcwd" in str(error.value)
+
+
+BAD_VALUES = [
+    (
+        "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
+        1.5,
+        "MODEL.RETINANET.FOCAL_LOSS_ALPHA = 1.5 is out of range: alpha must lie in [0, 1], or be "
+        "negative (e.g. -1) to disable alpha-balancing.",
+    ),
+    (
+        "MODEL.RETINANET.FOCAL_LOSS_GAMMA",
+        -0.5,
+        "MODEL.RETINANET.FOCAL_LOSS_GAMMA = -0.5 is out of range: it must be >= 0.",
+    ),
+    (
+        "MODEL.RETINANET.IOU_THRESHOLDS",
+        [0.5, 0.4],
+        "MODEL.RETINANET.IOU_THRESHOLDS = [0.5, 0.4] must be non-decreasing, e.g. [0.4, 0.5].",
+    ),
+    (
+        "MODEL.RETINANET.IOU_THRESHOLDS",
+        [0.4, 1.5],
+        "MODEL.RETINANET.IOU_THRESHOLDS = 1.5 is out of range: it must lie in [0.0, 1.0].",
+    ),
+    (
+        "MODEL.RETINANET.IOU_LABELS",
+        [0, 1],
+        "MODEL.RETINANET.IOU_LABELS = [0, 1] must have one label per IoU band, i.e. "
+        "len(MODEL.RETINANET.IOU_THRESHOLDS) + 1 = 3 labels, e.g. [0, -1, 1].",
+    ),
+    (
+        "MODEL.RETINANET.IOU_LABELS",
+        [0, 2, 1],
+        "MODEL.RETINANET.IOU_LABELS = [0, 2, 1]: each label must be 0 (background), -1 (ignored) "
+        "or 1 (foreground).",
+    ),
+    (
+        "MODEL.RETINANET.PRIOR_PROB",
+        1.5,
+        "MODEL.RETINANET.PRIOR_PROB = 1.5 is out of range: it must lie in (0, 1).",
+    ),
+    ("MODEL.RETINANET.NUM_CLASSES", 0, "MODEL.RETINANET.NUM_CLASSES = 0 is out of range: it must be >= 1."),
+    (
+        "MODEL.RETINANET.NMS_THRESH_TEST",
+        1.2,
+        "MODEL.RETINANET.NMS_THRESH_TEST = 1.2 is out of range: it must lie in [0, 1].",
+    ),
+    (
+        "MODEL.RETINANET.BBOX_REG_LOSS_TYPE",
+        "l2",
+        "MODEL.RETINANET.BBOX_REG_LOSS_TYPE = 'l2' is not one of ('smooth_l1', 'giou', 'diou', 'ciou').",
+    ),
+    (
+        "MODEL.RETINANET.IN_FEATURES",
+        ["p3", "p9"],
+        "MODEL.RETINANET.IN_FEATURES names ['p9'], which the backbone does not output; it outputs "
+        "['p3', 'p4', 'p5', 'p6', 'p7'].",
+    ),
+    (
+        "MODEL.FOCAL_RETINA.LOSS_NAME",
+        "HingeLoss",
+        "MODEL.FOCAL_RETINA.LOSS_NAME = 'HingeLoss' is not registered in CLASSIFICATION_LOSS; "
+        "known: SigmoidFocalLoss.",
+    ),
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
+def test_config_errors_at_build_time(key, value, message):
+    cfg = tiny_config()
+    cfg.merge_from_list([key, value])
+    with pytest.raises(ValueError) as error:
+        build_model(cfg)
+    assert str(error.value) == message
+
+
+def test_alpha_disabled_value_accepted():
+    cfg = tiny_config()
+    cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA = -1.0
+    model = build_model(cfg)
+    assert model.classification_loss.alpha == -1.0
+    logits = torch.zeros(2, 3)
+    labels = torch.tensor([0, 3])
+    # alpha_t = 1: the loss is 6 * 0.25 * ln 2 (six (anchor, class) pairs at p = 0.5).
+    assert model.classification_loss(logits, labels).item() == pytest.approx(1.5 * 0.6931471805599453)

@@ -1,0 +1,48 @@
+"""Small models, configs and batches shared by the tests."""
+
+import os
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import Boxes, Instances
+
+from retina_plugin import add_retina_plugin_config
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def plugin_config(config_file: str):
+    cfg = get_cfg()
+    add_retina_plugin_config(cfg)
+    cfg.merge_from_file(config_file, allow_unsafe=False)
+    return cfg
+
+
+def tiny_config():
+    cfg = plugin_config(os.path.join(CONFIGS_DIR, "Base-FocalRetina.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.RETINANET.NUM_CLASSES = 3
+    cfg.MODEL.RETINANET.NUM_CONVS = 2
+    # Random (not ImageNet) weights: unit-scale inputs keep the activations finite.
+    cfg.MODEL.PIXEL_STD = [57.375, 57.12, 58.395]
+    return cfg
+
+
+def random_batch(num_boxes=(3, 0), num_classes=80, size=(160, 192), seed=1):
+    """A training batch of random images; image i has num_boxes[i] random boxes."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    batch = []
+    for image_id, n in enumerate(num_boxes):
+        image = torch.randint(0, 256, (3, height, width), generator=generator).float()
+        corner = torch.rand(n, 2, generator=generator) * torch.tensor([width, height]) * 0.6
+        extent = torch.rand(n, 2, generator=generator) * 60 + 12
+        instances = Instances((height, width))
+        instances.gt_boxes = Boxes(torch.cat([corner, corner + extent], dim=1))
+        instances.gt_classes = torch.randint(0, num_classes, (n,), generator=generator)
+        batch.append({"image": image, "instances": instances, "image_id": image_id})
+    return batch

@@ -4,11 +4,10 @@
 generator into Detectron2's registries.
 """
 
-from .config import add_retina_plugin_config
-from .focal_loss import sigmoid_focal_loss
-
 # The modules below are imported for registration.
 from .anchor_generator import OctaveAnchorGenerator
+from .config import add_retina_plugin_config
+from .focal_loss import sigmoid_focal_loss
 from .head import RETINA_HEAD_REGISTRY, FocalRetinaHead, build_retina_head
 from .losses import CLASSIFICATION_LOSS_REGISTRY, SigmoidFocalLoss, build_classification_loss
 from .meta_arch import FocalRetinaNet

@@ -1,7 +1,5 @@
 """Anchors on octave scales, configured with plain numbers (no Python `eval` in YAML)."""
 
-from typing import List
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator
 
@@ -10,14 +8,17 @@ from .checks import check_at_least
 __all__ = ["OctaveAnchorGenerator", "octave_anchor_sizes"]
 
 
-def octave_anchor_sizes(base_sizes: List[float], scales_per_octave: int) -> List[List[float]]:
+def octave_anchor_sizes(base_sizes: list[float], scales_per_octave: int) -> list[list[float]]:
     """
     Anchor sizes (sqrt of area) per level: ``base * 2^(i / scales_per_octave)``.
 
     With base sizes (32, 64, 128, 256, 512) and 3 scales per octave these are exactly the sizes of
     Detectron2's Base-RetinaNet.yaml, ``[[x, x * 2**(1.0/3), x * 2**(2.0/3)] for x in ...]``.
     """
-    return [[base * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)] for base in base_sizes]
+    return [
+        [base * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)]
+        for base in base_sizes
+    ]
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
@@ -30,7 +31,7 @@ class OctaveAnchorGenerator(DefaultAnchorGenerator):
     """
 
     @classmethod
-    def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+    def from_config(cls, cfg, input_shape: list[ShapeSpec]):
         anchors_cfg = cfg.MODEL.FOCAL_RETINA.ANCHORS
         base_sizes = list(anchors_cfg.BASE_SIZES)
         scales_per_octave = anchors_cfg.SCALES_PER_OCTAVE

@@ -4,7 +4,7 @@ Each check raises ``ValueError`` naming the key, its value and what is allowed.
 """
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def check_in_range(

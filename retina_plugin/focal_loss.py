@@ -87,7 +87,9 @@ def sigmoid_focal_loss(
         computed in at least float32, so it is safe under autocast).
     """
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"sigmoid_focal_loss: reduction={reduction!r}; expected one of {_REDUCTIONS}")
+        raise ValueError(
+            f"sigmoid_focal_loss: reduction={reduction!r}; expected one of {_REDUCTIONS}"
+        )
     if gamma < 0:
         raise ValueError(f"sigmoid_focal_loss: gamma={gamma} must be >= 0")
     if alpha > 1:

@@ -1,7 +1,5 @@
 """The registry of dense heads for FocalRetinaNet, and the paper's head."""
 
-from typing import List
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
@@ -22,14 +20,14 @@ shapes of the feature levels in ``MODEL.RETINANET.IN_FEATURES``, and called as
 """
 
 
-def build_retina_head(cfg, input_shape: List[ShapeSpec]):
+def build_retina_head(cfg, input_shape: list[ShapeSpec]):
     """Build the head named by ``cfg.MODEL.FOCAL_RETINA.HEAD_NAME``."""
     name = cfg.MODEL.FOCAL_RETINA.HEAD_NAME
     check_registered("MODEL.FOCAL_RETINA.HEAD_NAME", name, RETINA_HEAD_REGISTRY)
     return RETINA_HEAD_REGISTRY.get(name)(cfg, input_shape)
 
 
-def num_anchors_per_location(cfg, input_shape: List[ShapeSpec]) -> int:
+def num_anchors_per_location(cfg, input_shape: list[ShapeSpec]) -> int:
     """A, the number of anchors per location, which every level must share (the head is shared)."""
     num_anchors = build_anchor_generator(cfg, input_shape).num_cell_anchors
     if len(set(num_anchors)) != 1:
@@ -55,11 +53,13 @@ class FocalRetinaHead(RetinaNetHead):
     """
 
     @classmethod
-    def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+    def from_config(cls, cfg, input_shape: list[ShapeSpec]):
         retina = cfg.MODEL.RETINANET
         check_at_least("MODEL.RETINANET.NUM_CLASSES", retina.NUM_CLASSES, 1)
         check_at_least("MODEL.RETINANET.NUM_CONVS", retina.NUM_CONVS, 0)
-        check_in_range("MODEL.RETINANET.PRIOR_PROB", retina.PRIOR_PROB, 0, 1, low_open=True, high_open=True)
+        check_in_range(
+            "MODEL.RETINANET.PRIOR_PROB", retina.PRIOR_PROB, 0, 1, low_open=True, high_open=True
+        )
         if len({shape.channels for shape in input_shape}) != 1:
             raise ValueError(
                 f"The levels {list(retina.IN_FEATURES)} have channels "

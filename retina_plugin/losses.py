@@ -3,11 +3,10 @@
 import math
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .checks import check_at_least, check_registered
 from .focal_loss import sigmoid_focal_loss

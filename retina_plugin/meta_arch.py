@@ -1,10 +1,6 @@
 """FocalRetinaNet: Detectron2's RetinaNet with a registered head and classification loss."""
 
-from typing import Dict, List
-
 import torch
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
@@ -13,6 +9,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regr
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.utils.events import get_event_storage
+from torch import Tensor, nn
 
 from .checks import check_at_least, check_in_range, check_iou_bands
 from .head import build_retina_head
@@ -95,7 +92,7 @@ class FocalRetinaNet(RetinaNet):
             "input_format": cfg.INPUT.FORMAT,
         }
 
-    def forward(self, batched_inputs: List[Dict[str, Tensor]]):
+    def forward(self, batched_inputs: list[dict[str, Tensor]]):
         if self.training:
             check_gt_classes(batched_inputs, self.num_classes)
         return super().forward(batched_inputs)
@@ -146,7 +143,7 @@ def _check_inference_config(cfg):
     check_at_least("TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE, 1)
 
 
-def check_gt_classes(batched_inputs: List[Dict], num_classes: int):
+def check_gt_classes(batched_inputs: list[dict], num_classes: int):
     """
     Raise if an image's ground-truth class id lies outside [0, num_classes).
 
@@ -169,7 +166,7 @@ def check_gt_classes(batched_inputs: List[Dict], num_classes: int):
             )
 
 
-def _describe(inputs: Dict) -> str:
+def _describe(inputs: dict) -> str:
     for key in ("image_id", "file_name"):
         if key in inputs:
             return f"{key}={inputs[key]!r}"

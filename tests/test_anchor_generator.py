@@ -13,7 +13,10 @@ P3_TO_P7 = [ShapeSpec(channels=32, stride=2**level) for level in range(3, 8)]
 
 
 def _feature_maps(image_size=(96, 160)):
-    return [torch.zeros(1, 32, image_size[0] // s.stride + 1, image_size[1] // s.stride + 1) for s in P3_TO_P7]
+    return [
+        torch.zeros(1, 32, image_size[0] // s.stride + 1, image_size[1] // s.stride + 1)
+        for s in P3_TO_P7
+    ]
 
 
 def test_octave_sizes_by_hand():

@@ -39,7 +39,11 @@ def test_paper_settings_in_base_config():
     cfg = plugin_config(os.path.join(CONFIGS_DIR, "Base-FocalRetina.yaml"))
     retina = cfg.MODEL.RETINANET
     assert cfg.MODEL.META_ARCHITECTURE == "FocalRetinaNet"
-    assert (retina.FOCAL_LOSS_ALPHA, retina.FOCAL_LOSS_GAMMA, retina.PRIOR_PROB) == (0.25, 2.0, 0.01)
+    assert (retina.FOCAL_LOSS_ALPHA, retina.FOCAL_LOSS_GAMMA, retina.PRIOR_PROB) == (
+        0.25,
+        2.0,
+        0.01,
+    )
     assert (list(retina.IOU_THRESHOLDS), list(retina.IOU_LABELS)) == ([0.4, 0.5], [0, -1, 1])
     assert retina.IN_FEATURES == ["p3", "p4", "p5", "p6", "p7"]
     assert (retina.SCORE_THRESH_TEST, retina.TOPK_CANDIDATES_TEST, retina.NMS_THRESH_TEST) == (
@@ -53,7 +57,10 @@ def test_paper_settings_in_base_config():
 
 def test_every_registered_name_resolves():
     assert META_ARCH_REGISTRY.get("FocalRetinaNet") is retina_plugin.FocalRetinaNet
-    assert ANCHOR_GENERATOR_REGISTRY.get("OctaveAnchorGenerator") is retina_plugin.OctaveAnchorGenerator
+    assert (
+        ANCHOR_GENERATOR_REGISTRY.get("OctaveAnchorGenerator")
+        is retina_plugin.OctaveAnchorGenerator
+    )
     assert RETINA_HEAD_REGISTRY.get("FocalRetinaHead") is retina_plugin.FocalRetinaHead
     assert CLASSIFICATION_LOSS_REGISTRY.get("SigmoidFocalLoss") is retina_plugin.SigmoidFocalLoss
     for registry in (RETINA_HEAD_REGISTRY, CLASSIFICATION_LOSS_REGISTRY):
@@ -62,7 +69,7 @@ def test_every_registered_name_resolves():
 
 def test_unsafe_yaml_is_rejected(tmp_path):
     config_file = tmp_path / "evil.yaml"
-    config_file.write_text('MODEL:\n  WEIGHTS: !!python/object/apply:os.getcwd []\n')
+    config_file.write_text("MODEL:\n  WEIGHTS: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(Exception) as error:
         plugin_config(str(config_file))
     assert "python/object/apply:os.getcwd" in str(error.value)
@@ -107,7 +114,11 @@ BAD_VALUES = [
         1.5,
         "MODEL.RETINANET.PRIOR_PROB = 1.5 is out of range: it must lie in (0, 1).",
     ),
-    ("MODEL.RETINANET.NUM_CLASSES", 0, "MODEL.RETINANET.NUM_CLASSES = 0 is out of range: it must be >= 1."),
+    (
+        "MODEL.RETINANET.NUM_CLASSES",
+        0,
+        "MODEL.RETINANET.NUM_CLASSES = 0 is out of range: it must be >= 1.",
+    ),
     (
         "MODEL.RETINANET.NMS_THRESH_TEST",
         1.2,
@@ -133,7 +144,9 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
+@pytest.mark.parametrize(
+    "key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES]
+)
 def test_config_errors_at_build_time(key, value, message):
     cfg = tiny_config()
     cfg.merge_from_list([key, value])
@@ -150,4 +163,6 @@ def test_alpha_disabled_value_accepted():
     logits = torch.zeros(2, 3)
     labels = torch.tensor([0, 3])
     # alpha_t = 1: the loss is 6 * 0.25 * ln 2 (six (anchor, class) pairs at p = 0.5).
-    assert model.classification_loss(logits, labels).item() == pytest.approx(1.5 * 0.6931471805599453)
+    assert model.classification_loss(logits, labels).item() == pytest.approx(
+        1.5 * 0.6931471805599453
+    )

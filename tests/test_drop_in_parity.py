@@ -62,7 +62,11 @@ def test_training_losses_and_gradients_agree(models):
     reference, ours = models
     ours.load_state_dict(reference.state_dict())
     # Image 0 has 3 boxes, image 1 none; then a batch with several boxes in each image.
-    batches = [random_batch((3, 0), seed=1), random_batch((4, 6), seed=2), random_batch((1, 2), seed=3)]
+    batches = [
+        random_batch((3, 0), seed=1),
+        random_batch((4, 6), seed=2),
+        random_batch((1, 2), seed=3),
+    ]
     initial = {k: v.clone() for k, v in reference.state_dict().items()}
     reference_history = _train_steps(reference, batches)
     reference.load_state_dict(initial)
@@ -81,7 +85,9 @@ def test_training_losses_and_gradients_agree(models):
 def test_inference_gives_same_detections(models):
     reference, ours = models
     ours.load_state_dict(reference.state_dict())
-    batch = [{"image": x["image"], "height": 320, "width": 384} for x in random_batch((0, 0), seed=4)]
+    batch = [
+        {"image": x["image"], "height": 320, "width": 384} for x in random_batch((0, 0), seed=4)
+    ]
     reference.eval(), ours.eval()
     # Random weights score everything near the prior 0.01: lower the threshold to get detections.
     for model in (reference, ours):

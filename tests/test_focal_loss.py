@@ -121,7 +121,10 @@ def test_under_cpu_autocast_is_float32():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"reduction": "avg"}, "sigmoid_focal_loss: reduction='avg'; expected one of ('none', 'mean', 'sum')"),
+        (
+            {"reduction": "avg"},
+            "sigmoid_focal_loss: reduction='avg'; expected one of ('none', 'mean', 'sum')",
+        ),
         ({"gamma": -1.0}, "sigmoid_focal_loss: gamma=-1.0 must be >= 0"),
         ({"alpha": 1.5}, "sigmoid_focal_loss: alpha=1.5 must be in [0, 1] (or < 0 to disable)"),
     ],
@@ -134,5 +137,7 @@ def test_bad_arguments(kwargs, message):
 
 
 def test_shape_mismatch():
-    with pytest.raises(ValueError, match=r"inputs \(4, 2\) and targets \(4, 3\) must have the same shape"):
+    with pytest.raises(
+        ValueError, match=r"inputs \(4, 2\) and targets \(4, 3\) must have the same shape"
+    ):
         sigmoid_focal_loss(torch.zeros(4, 2), torch.zeros(4, 3))

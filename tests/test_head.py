@@ -42,8 +42,16 @@ def test_prior_probability_gives_initial_score():
     "key, value, message",
     [
         ("NUM_CLASSES", 0, "MODEL.RETINANET.NUM_CLASSES = 0 is out of range: it must be >= 1."),
-        ("PRIOR_PROB", 0.0, "MODEL.RETINANET.PRIOR_PROB = 0.0 is out of range: it must lie in (0, 1)."),
-        ("PRIOR_PROB", 1.0, "MODEL.RETINANET.PRIOR_PROB = 1.0 is out of range: it must lie in (0, 1)."),
+        (
+            "PRIOR_PROB",
+            0.0,
+            "MODEL.RETINANET.PRIOR_PROB = 0.0 is out of range: it must lie in (0, 1).",
+        ),
+        (
+            "PRIOR_PROB",
+            1.0,
+            "MODEL.RETINANET.PRIOR_PROB = 1.0 is out of range: it must lie in (0, 1).",
+        ),
     ],
 )
 def test_bad_head_config(key, value, message):

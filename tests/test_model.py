@@ -106,5 +106,9 @@ def test_inference_output_format(model):
         (result,) = model(batch)
     instances = result["instances"]
     assert instances.image_size == (48, 64)
-    assert len(instances) <= 100 and set(instances.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+    assert len(instances) <= 100 and set(instances.get_fields()) == {
+        "pred_boxes",
+        "scores",
+        "pred_classes",
+    }
     assert (instances.scores > 0.05).all()

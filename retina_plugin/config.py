@@ -22,6 +22,15 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     # "SigmoidFocalLoss": FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t), with alpha and gamma from
     # MODEL.RETINANET.FOCAL_LOSS_ALPHA / FOCAL_LOSS_GAMMA.
     _C.MODEL.FOCAL_RETINA.LOSS_NAME = "SigmoidFocalLoss"
+    # Compile the fused focal loss with torch.compile (falls back to eager, with a logged reason,
+    # where the compiler is missing). The environment variable RETINA_PLUGIN_COMPILE=0 also
+    # turns it off.
+    _C.MODEL.FOCAL_RETINA.COMPILE = True
+    # With SOLVER.AMP.ENABLED, the backbone and head run under torch.autocast with this dtype, in
+    # training and inference; losses, box decoding and NMS stay float32. "auto": bfloat16 on the
+    # CPU, float16 on CUDA (Detectron2's AMPTrainer then scales the gradients); or "bfloat16",
+    # "float16".
+    _C.MODEL.FOCAL_RETINA.AMP_DTYPE = "auto"
 
     # Anchors of MODEL.ANCHOR_GENERATOR.NAME = "OctaveAnchorGenerator", written without the
     # Python `eval` that Detectron2's Base-RetinaNet.yaml needs. Level l gets the sizes
@@ -32,4 +41,41 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     _C.MODEL.FOCAL_RETINA.ANCHORS.BASE_SIZES = [32, 64, 128, 256, 512]
     # Scales per octave: 3 gives the paper's {2^0, 2^(1/3), 2^(2/3)} (Table 1c); 1 gives one.
     _C.MODEL.FOCAL_RETINA.ANCHORS.SCALES_PER_OCTAVE = 3
+
+    # The losses are divided by the number of foreground anchors (the paper's normaliser).
+    _C.MODEL.FOCAL_RETINA.LOSS_NORMALIZER = CN()
+    # Momentum of the moving average of that count. Detectron2 uses 0.9 because with 1-2 images
+    # per GPU the count varies a lot from step to step; 0 uses each step's count, as the paper.
+    _C.MODEL.FOCAL_RETINA.LOSS_NORMALIZER.MOMENTUM = 0.9
+    # False (default, as Detectron2): each worker normalises by its own images' count, so results
+    # and checkpoints match Detectron2's RetinaNet. True: the count is averaged over all workers
+    # first, so the loss is the minibatch's total loss over its total foreground anchors, the same
+    # for any number of GPUs (the paper's normaliser for the whole minibatch).
+    _C.MODEL.FOCAL_RETINA.LOSS_NORMALIZER.SYNC_ACROSS_WORKERS = False
+
+    # Datasets that train_net.py registers before training (no Python needed).
+    _C.DATASETS.FOCAL_RETINA = CN()
+    # COCO-format datasets as [name, json_file, image_root] triples, registered with Detectron2's
+    # register_coco_instances, e.g. [["my_train", "train.json", "images/"]].
+    _C.DATASETS.FOCAL_RETINA.COCO = []
+    # The embedded synthetic dataset "shapes_train" / "shapes_val" (generated on first use).
+    _C.DATASETS.FOCAL_RETINA.SHAPES = CN()
+    # Cache folder; "" means $RETINA_PLUGIN_DATASETS or ~/.cache/retina_plugin/shapes.
+    _C.DATASETS.FOCAL_RETINA.SHAPES.ROOT = ""
+    _C.DATASETS.FOCAL_RETINA.SHAPES.NUM_TRAIN = 1500
+    _C.DATASETS.FOCAL_RETINA.SHAPES.NUM_VAL = 200
+    _C.DATASETS.FOCAL_RETINA.SHAPES.IMAGE_SIZE = 128
+    _C.DATASETS.FOCAL_RETINA.SHAPES.SEED = 0
+
+    _C.SOLVER.FOCAL_RETINA = CN()
+    # "SGD": Detectron2's (the paper's) optimizer. "AdamW": with the same LR / weight-decay
+    # rules; trains small models from scratch faster (configs/quickstart.yaml).
+    _C.SOLVER.FOCAL_RETINA.OPTIMIZER = "SGD"
+
+    _C.TEST.FOCAL_RETINA = CN()
+    # After the final evaluation, draw the predictions on this many images of DATASETS.TEST[0]
+    # into OUTPUT_DIR/visualizations (0: none).
+    _C.TEST.FOCAL_RETINA.NUM_VIS_IMAGES = 0
+    # Only boxes scoring at least this are drawn.
+    _C.TEST.FOCAL_RETINA.VIS_SCORE_THRESH = 0.5
     return cfg

@@ -1,6 +1,6 @@
 """The sigmoid focal loss of Lin et al. (2017), computed so that it stays finite everywhere.
 
-Shape shorthand: ``*`` is any shape; inputs and targets share it.
+Shape shorthand: M anchors, K classes; ``*`` is any shape.
 
 fvcore's and torchvision's implementations compute ``(1 - p_t) ** gamma`` by autograd. For
 gamma in (0, 1) (the paper's Table 1b rows 0.1, 0.2, 0.5) the derivative of that power,
@@ -8,6 +8,9 @@ gamma in (0, 1) (the paper's Table 1b rows 0.1, 0.2, 0.5) the derivative of that
 float32), and ``inf * 0`` poisons the gradient with NaN. Here the gradient is written out in the
 closed form of the paper's appendix B, in which that singular factor cancels, so values and
 gradients are finite for every gamma >= 0 and every finite logit.
+
+The gradient is computed in the forward pass, together with the loss, and is all that is kept
+for the backward pass: one elementwise pass instead of a graph of a dozen (M, K) temporaries.
 """
 
 import torch
@@ -15,50 +18,86 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-__all__ = ["sigmoid_focal_loss"]
+from .compile import maybe_compile
+
+__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_from_labels"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _alpha_t(targets: Tensor, alpha: float):
-    # alpha_t = alpha for y = 1 and 1 - alpha for y = 0; soft targets interpolate, as in fvcore.
-    if alpha < 0:
-        return 1.0
-    return alpha * targets + (1 - alpha) * (1 - targets)
+def _focal_loss_and_grad(logits: Tensor, targets: Tensor, weights, alpha: float, gamma: float):
+    """
+    Elementwise weights * FL and its derivative with respect to the logits.
 
-
-def _focal_terms(inputs: Tensor, targets: Tensor):
-    """Returns (ce, 1 - p_t, p, 1 - p) from logits, each exact (no `1 - p` cancellation)."""
-    p = torch.sigmoid(inputs)
-    p_neg = torch.sigmoid(-inputs)  # 1 - p, exact where p rounds to 1
-    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    d/dx [(1-p_t)^g * ce] = (1-p_t)^g * [(p - y) + g * (1 - 2y) * p(1-p)/(1-p_t) * ce], where
+    p(1-p)/(1-p_t) lies in [0, 1] (it is p for y = 1 and 1 - p for y = 0). Where 1 - p_t
+    underflows to 0 its limit is 1, and (1-p_t)^g = 0 there anyway for g > 0.
+    """
+    p = torch.sigmoid(logits)
+    p_neg = torch.sigmoid(-logits)  # 1 - p, exact where p rounds to 1
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     one_minus_p_t = targets * p_neg + (1 - targets) * p
-    return ce, one_minus_p_t, p, p_neg
+    modulator = one_minus_p_t.pow(gamma)
+    if alpha >= 0:  # alpha_t = alpha for y = 1, 1 - alpha for y = 0; soft targets interpolate
+        weights = weights * (alpha * targets + (1 - alpha) * (1 - targets))
+    ratio = torch.where(one_minus_p_t > 0, p * p_neg / one_minus_p_t, 1.0)
+    loss = weights * modulator * ce
+    grad = weights * modulator * ((p - targets) + gamma * (1 - 2 * targets) * ratio * ce)
+    return loss, grad
+
+
+def _focal_loss_sum_and_grad_from_labels(
+    logits: Tensor, labels: Tensor, alpha: float, gamma: float
+):
+    """(M, K) logits, (M,) labels in {-1: ignored, 0..K-1: class, K: background}."""
+    classes = torch.arange(logits.shape[1], device=logits.device)
+    targets = (labels[:, None] == classes).to(logits.dtype)  # (M, K) one-hot, never stored
+    weights = (labels >= 0).to(logits.dtype)[:, None]  # (M, 1): ignored anchors count 0
+    loss, grad = _focal_loss_and_grad(logits, targets, weights, alpha, gamma)
+    return loss.sum(), grad
+
+
+_fused_from_labels = maybe_compile(_focal_loss_sum_and_grad_from_labels, "focal loss")
 
 
 class _SigmoidFocalLoss(torch.autograd.Function):
-    """Elementwise alpha_t * (1 - p_t)^gamma * CE(p_t); keeps only its inputs for backward."""
-
     @staticmethod
-    def forward(ctx, inputs: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
-        ctx.save_for_backward(inputs, targets)
-        ctx.alpha, ctx.gamma = alpha, gamma
-        ce, one_minus_p_t, _, _ = _focal_terms(inputs, targets)
-        return _alpha_t(targets, alpha) * one_minus_p_t.pow(gamma) * ce
+    def forward(ctx, logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
+        loss, grad = _focal_loss_and_grad(logits, targets, 1.0, alpha, gamma)
+        ctx.save_for_backward(grad)
+        return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        inputs, targets = ctx.saved_tensors
-        gamma = ctx.gamma
-        ce, one_minus_p_t, p, p_neg = _focal_terms(inputs, targets)
-        # d/dx [(1-p_t)^g * ce] = (1-p_t)^g * [(p - y) + g * (1 - 2y) * p(1-p)/(1-p_t) * ce].
-        # p(1-p)/(1-p_t) lies in [0, 1] (it is p for y = 1 and 1 - p for y = 0); where 1 - p_t
-        # underflows to 0 its limit is 1, and (1-p_t)^g = 0 there anyway for g > 0.
-        ratio = torch.where(one_minus_p_t > 0, p * p_neg / one_minus_p_t, 1.0)
-        grad = one_minus_p_t.pow(gamma) * ((p - targets) + gamma * (1 - 2 * targets) * ratio * ce)
-        grad = grad * _alpha_t(targets, ctx.alpha)
+        (grad,) = ctx.saved_tensors
         return grad_output * grad, None, None, None
+
+
+class _SigmoidFocalLossFromLabels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, alpha: float, gamma: float, compiled: bool):
+        kernel = _fused_from_labels if compiled else _focal_loss_sum_and_grad_from_labels
+        loss, grad = kernel(logits, labels, alpha, gamma)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None, None, None, None
+
+
+def _check_arguments(alpha: float, gamma: float):
+    if gamma < 0:
+        raise ValueError(f"sigmoid_focal_loss: gamma={gamma} must be >= 0")
+    if alpha > 1:
+        raise ValueError(f"sigmoid_focal_loss: alpha={alpha} must be in [0, 1] (or < 0 to disable)")
+
+
+def _float32_or_wider(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def sigmoid_focal_loss(
@@ -90,22 +129,43 @@ def sigmoid_focal_loss(
         raise ValueError(
             f"sigmoid_focal_loss: reduction={reduction!r}; expected one of {_REDUCTIONS}"
         )
-    if gamma < 0:
-        raise ValueError(f"sigmoid_focal_loss: gamma={gamma} must be >= 0")
-    if alpha > 1:
-        raise ValueError(f"sigmoid_focal_loss: alpha={alpha} must be in [0, 1] (or < 0 to disable)")
+    _check_arguments(alpha, gamma)
     if inputs.shape != targets.shape:
         raise ValueError(
             f"sigmoid_focal_loss: inputs {tuple(inputs.shape)} and targets "
             f"{tuple(targets.shape)} must have the same shape"
         )
-    dtype = torch.promote_types(inputs.dtype, torch.float32)
+    inputs = _float32_or_wider(inputs)
     with torch.autocast(inputs.device.type, enabled=False):
-        loss = _SigmoidFocalLoss.apply(
-            inputs.to(dtype), targets.to(dtype), float(alpha), float(gamma)
-        )
+        loss = _SigmoidFocalLoss.apply(inputs, targets.to(inputs.dtype), float(alpha), float(gamma))
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def sigmoid_focal_loss_from_labels(
+    logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0, compiled: bool = True
+) -> Tensor:
+    """
+    The summed focal loss of (M, K) logits against (M,) integer labels, where label K is
+    background (all-zero target) and -1 an ignored anchor (no loss, no gradient).
+
+    Equal to ``sigmoid_focal_loss(logits[valid], one_hot(labels[valid])[:, :K], reduction="sum")``
+    but without the one-hot targets, the gather of the valid anchors (a host sync on GPUs) or
+    an autograd graph: one fused pass (compiled where torch.compile works) computes the loss and
+    its gradient. This is the training path of :class:`retina_plugin.SigmoidFocalLoss`.
+    ``compiled=False`` runs that pass eagerly.
+    """
+    _check_arguments(alpha, gamma)
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"sigmoid_focal_loss_from_labels: logits {tuple(logits.shape)} must be (M, K) and "
+            f"labels {tuple(labels.shape)} (M,)"
+        )
+    logits = _float32_or_wider(logits)
+    with torch.autocast(logits.device.type, enabled=False):
+        return _SigmoidFocalLossFromLabels.apply(
+            logits, labels, float(alpha), float(gamma), compiled
+        )

@@ -2,14 +2,12 @@
 
 import math
 
-import torch
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .checks import check_at_least, check_registered
-from .focal_loss import sigmoid_focal_loss
+from .focal_loss import sigmoid_focal_loss_from_labels
 
 __all__ = ["CLASSIFICATION_LOSS_REGISTRY", "build_classification_loss", "SigmoidFocalLoss"]
 
@@ -18,10 +16,10 @@ CLASSIFICATION_LOSS_REGISTRY.__doc__ = """
 Registry for FocalRetinaNet's classification losses, selected by ``MODEL.FOCAL_RETINA.LOSS_NAME``.
 
 A loss is built as ``loss_class(cfg)`` and called as ``loss(pred_logits, gt_labels) -> Tensor``:
-``pred_logits`` (M, K) are the head's logits of the M anchors that are not ignored, over all
-images; ``gt_labels`` (M,) int64 holds each anchor's class in [0, K), or K for background. It
-returns the summed (not averaged) loss, a scalar; FocalRetinaNet divides it by the number of
-foreground anchors.
+``pred_logits`` (M, K) are the head's logits of all M anchors of all images; ``gt_labels`` (M,)
+int64 holds each anchor's class in [0, K), K for background, or -1 for an anchor to ignore
+(no loss, no gradient). It returns the summed (not averaged) loss, a scalar; FocalRetinaNet
+divides it by the number of foreground anchors.
 """
 
 
@@ -42,37 +40,36 @@ def check_focal_loss_config(alpha: float, gamma: float):
     check_at_least("MODEL.RETINANET.FOCAL_LOSS_GAMMA", gamma, 0)
 
 
-def one_hot_targets(gt_labels: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
-    """(M,) labels in [0, K] -> (M, K) one-hot targets; label K (background) is all zeros."""
-    return F.one_hot(gt_labels, num_classes=num_classes + 1)[:, :num_classes].to(dtype)
-
-
 @CLASSIFICATION_LOSS_REGISTRY.register()
 class SigmoidFocalLoss(nn.Module):
     """FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t) over every (anchor, class) pair, summed."""
 
     @configurable
-    def __init__(self, *, alpha: float = 0.25, gamma: float = 2.0):
+    def __init__(self, *, alpha: float = 0.25, gamma: float = 2.0, compiled: bool = True):
         """
         Args:
             alpha: the paper's alpha in [0, 1], or negative for no alpha-balancing.
             gamma: the paper's focusing parameter, >= 0 (0: alpha-balanced cross entropy).
+            compiled: run the fused loss through torch.compile (eager if that fails).
         """
         super().__init__()
         check_focal_loss_config(alpha, gamma)
         self.alpha = alpha
         self.gamma = gamma
+        self.compiled = compiled
 
     @classmethod
     def from_config(cls, cfg):
         return {
             "alpha": cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA,
             "gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
+            "compiled": cfg.MODEL.FOCAL_RETINA.COMPILE,
         }
 
     def forward(self, pred_logits: Tensor, gt_labels: Tensor) -> Tensor:
-        targets = one_hot_targets(gt_labels, pred_logits.shape[1], pred_logits.dtype)  # (M, K)
-        return sigmoid_focal_loss(pred_logits, targets, self.alpha, self.gamma, reduction="sum")
+        return sigmoid_focal_loss_from_labels(
+            pred_logits, gt_labels, self.alpha, self.gamma, self.compiled
+        )
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, gamma={self.gamma}"

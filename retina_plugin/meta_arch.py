@@ -1,6 +1,10 @@
 """FocalRetinaNet: Detectron2's RetinaNet with a registered head and classification loss."""
 
+import contextlib
+from typing import Optional
+
 import torch
+import torch.distributed as dist
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
@@ -8,6 +12,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
@@ -18,6 +23,11 @@ from .losses import build_classification_loss
 __all__ = ["FocalRetinaNet"]
 
 _BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
+_AMP_DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _float32(predictions: list[list[Tensor]]) -> list[list[Tensor]]:
+    return [[x.float() for x in per_level] for per_level in predictions]
 
 
 @META_ARCH_REGISTRY.register()
@@ -32,16 +42,32 @@ class FocalRetinaNet(RetinaNet):
     """
 
     @configurable
-    def __init__(self, *, classification_loss: nn.Module, **kwargs):
+    def __init__(
+        self,
+        *,
+        classification_loss: nn.Module,
+        normalizer_momentum: float = 0.9,
+        sync_normalizer: bool = False,
+        amp_dtype: Optional[str] = None,
+        **kwargs,
+    ):
         """
         Args:
             classification_loss: called as ``loss(pred_logits (M, K), gt_labels (M,))`` on the
                 anchors that are not ignored; returns the summed loss. See
                 :data:`retina_plugin.losses.CLASSIFICATION_LOSS_REGISTRY`.
+            normalizer_momentum: momentum of the moving average of the number of foreground
+                anchors that divides the losses (0: this step's count).
+            sync_normalizer: average that count over all workers before using it.
+            amp_dtype: None for full precision, else the autocast dtype of the backbone and head
+                ("bfloat16", "float16", or "auto": bfloat16 on the CPU, float16 on CUDA).
             kwargs: the arguments of Detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
         self.classification_loss = classification_loss
+        self.normalizer_momentum = normalizer_momentum
+        self.sync_normalizer = sync_normalizer
+        self.amp_dtype = amp_dtype
 
     @classmethod
     def from_config(cls, cfg):
@@ -54,6 +80,15 @@ class FocalRetinaNet(RetinaNet):
                 f"of {_BOX_REG_LOSS_TYPES}."
             )
         check_at_least("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", retina.SMOOTH_L1_LOSS_BETA, 0)
+        normalizer = cfg.MODEL.FOCAL_RETINA.LOSS_NORMALIZER
+        amp_dtype = cfg.MODEL.FOCAL_RETINA.AMP_DTYPE
+        if amp_dtype not in _AMP_DTYPES:
+            raise ValueError(
+                f"MODEL.FOCAL_RETINA.AMP_DTYPE = {amp_dtype!r} is not one of {tuple(_AMP_DTYPES)}."
+            )
+        check_in_range(
+            "MODEL.FOCAL_RETINA.LOSS_NORMALIZER.MOMENTUM", normalizer.MOMENTUM, 0, 1, high_open=True
+        )
 
         backbone = build_backbone(cfg)
         backbone_shape = backbone.output_shape()
@@ -78,6 +113,9 @@ class FocalRetinaNet(RetinaNet):
             "head_in_features": retina.IN_FEATURES,
             # Loss parameters:
             "classification_loss": build_classification_loss(cfg),
+            "normalizer_momentum": normalizer.MOMENTUM,
+            "sync_normalizer": normalizer.SYNC_ACROSS_WORKERS,
+            "amp_dtype": amp_dtype if cfg.SOLVER.AMP.ENABLED else None,
             "focal_loss_alpha": retina.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": retina.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": retina.SMOOTH_L1_LOSS_BETA,
@@ -95,7 +133,26 @@ class FocalRetinaNet(RetinaNet):
     def forward(self, batched_inputs: list[dict[str, Tensor]]):
         if self.training:
             check_gt_classes(batched_inputs, self.num_classes)
-        return super().forward(batched_inputs)
+        with self._autocast():  # backbone and head; the rest is float32 (below)
+            return super().forward(batched_inputs)
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        with torch.autocast(self.device.type, enabled=False):
+            return super().forward_training(images, features, _float32(predictions), gt_instances)
+
+    def forward_inference(self, images, features, predictions):
+        # Box decoding and NMS in float16 / bfloat16 lose AP: keep them float32.
+        with torch.autocast(self.device.type, enabled=False):
+            return super().forward_inference(images, features, _float32(predictions))
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        device_type = self.device.type
+        dtype = _AMP_DTYPES[self.amp_dtype] or (
+            torch.float16 if device_type == "cuda" else torch.bfloat16
+        )
+        return torch.autocast(device_type, dtype=dtype)
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """
@@ -114,15 +171,17 @@ class FocalRetinaNet(RetinaNet):
         gt_labels = torch.stack(gt_labels)  # (N, R)
         valid_mask = gt_labels >= 0
         pos_mask = valid_mask & (gt_labels != self.num_classes)
-        num_pos_anchors = pos_mask.sum().item()
+        num_pos_anchors = self._count_foreground(pos_mask)
         get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
-        # The paper normalises by the number of foreground anchors; Detectron2 smooths that count
-        # with an EMA because with 1-2 images per GPU it varies a lot from step to step.
-        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 100)
+        normalizer = self._ema_update(
+            "loss_normalizer", max(num_pos_anchors, 1), 100, momentum=self.normalizer_momentum
+        )
 
+        num_classes = pred_logits[0].shape[-1]
+        # All N * R anchors; ignored ones (label -1) get no loss from the classification loss.
         loss_cls = self.classification_loss(
-            cat(pred_logits, dim=1)[valid_mask], gt_labels[valid_mask]
-        )  # (M, K) logits of the M non-ignored anchors
+            cat(pred_logits, dim=1).reshape(-1, num_classes), gt_labels.reshape(-1)
+        )
         loss_box_reg = _dense_box_regression_loss(
             anchors,
             self.box2box_transform,
@@ -133,6 +192,16 @@ class FocalRetinaNet(RetinaNet):
             smooth_l1_beta=self.smooth_l1_beta,
         )
         return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
+
+    def _count_foreground(self, pos_mask: Tensor) -> float:
+        """This worker's number of foreground anchors, or the mean over workers if synced."""
+        count = pos_mask.sum()
+        world_size = comm.get_world_size()
+        if self.sync_normalizer and world_size > 1:
+            count = count.float()
+            dist.all_reduce(count)
+            count = count / world_size
+        return count.item()
 
 
 def _check_inference_config(cfg):

@@ -1,3 +1,4 @@
+import logging
 import math
 
 import pytest
@@ -6,6 +7,7 @@ from fvcore.nn import sigmoid_focal_loss as fvcore_focal_loss
 from torchvision.ops import sigmoid_focal_loss as torchvision_focal_loss
 
 from retina_plugin import sigmoid_focal_loss
+from retina_plugin.focal_loss import sigmoid_focal_loss_from_labels
 
 # FL = -alpha_t (1 - p_t)^gamma log(p_t), p = sigmoid(x), worked out by hand:
 # x = 0, y = 1: 0.25 * 0.5^2 * ln 2; x = 0, y = 0: 0.75 * 0.5^2 * ln 2;
@@ -141,3 +143,85 @@ def test_shape_mismatch():
         ValueError, match=r"inputs \(4, 2\) and targets \(4, 3\) must have the same shape"
     ):
         sigmoid_focal_loss(torch.zeros(4, 2), torch.zeros(4, 3))
+
+
+def _labels_problem(num_anchors=500, num_classes=6, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(num_anchors, num_classes, generator=generator) * 4).requires_grad_()
+    # -1 ignored, 0..K-1 foreground, K background
+    labels = torch.randint(-1, num_classes + 1, (num_anchors,), generator=generator)
+    labels[torch.rand(num_anchors, generator=generator) < 0.6] = num_classes
+    return logits, labels
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 0.5), (0.75, 0.0)])
+def test_from_labels_equals_dense_fvcore_path(compiled, alpha, gamma):
+    # Detectron2's path: gather the valid anchors, one-hot targets without the background column.
+    logits, labels = _labels_problem()
+    valid = labels >= 0
+    targets = torch.nn.functional.one_hot(labels[valid], num_classes=7)[:, :6].float()
+    expected = fvcore_focal_loss(logits[valid], targets, alpha, gamma, reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    loss = sigmoid_focal_loss_from_labels(logits, labels, alpha, gamma, compiled=compiled)
+    (grad,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
+    assert grad[~valid].abs().max().item() == 0.0  # ignored anchors get no gradient
+
+
+def test_from_labels_hand_computed():
+    # Two anchors, K = 2, logits 0: anchor 0 is class 1, anchor 1 background; label -1 ignored.
+    logits = torch.zeros(3, 2, requires_grad=True)
+    loss = sigmoid_focal_loss_from_labels(logits, torch.tensor([1, 2, -1]), 0.25, 2.0)
+    # One positive pair (0.25 * 0.25 * ln 2) and three negative pairs (0.75 * 0.25 * ln 2).
+    assert loss.item() == pytest.approx((0.25 + 3 * 0.75) * 0.25 * math.log(2), rel=1e-6)
+    loss.backward()
+    # dFL/dx at x = 0: (1-p_t)^2 * [(p - y) + 2 (1 - 2y) p ce] * alpha_t with p = 1/2, ce = ln 2.
+    positive = 0.25 * 0.25 * (-0.5 - 2 * 0.5 * math.log(2))
+    negative = 0.75 * 0.25 * (0.5 + 2 * 0.5 * math.log(2))
+    expected = torch.tensor([[negative, positive], [negative, negative], [0.0, 0.0]])
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_from_labels_bad_shapes():
+    with pytest.raises(ValueError) as error:
+        sigmoid_focal_loss_from_labels(torch.zeros(4, 2), torch.zeros(3, dtype=torch.int64))
+    assert str(error.value) == (
+        "sigmoid_focal_loss_from_labels: logits (4, 2) must be (M, K) and labels (3,) (M,)"
+    )
+
+
+def test_compile_failure_falls_back_to_eager(caplog, monkeypatch):
+    from retina_plugin.compile import maybe_compile
+
+    compile_calls = []
+
+    def broken_compile(fn, **kwargs):
+        compile_calls.append(fn)
+
+        def run(*args):
+            raise RuntimeError("InductorError: no C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    # train_net's logger set-up (if a test ran it before) stops "retina_plugin" records.
+    monkeypatch.setattr(logging.getLogger("retina_plugin"), "propagate", True)
+    wrapped = maybe_compile(lambda x: x * 2, "test kernel")
+    with caplog.at_level("WARNING", logger="retina_plugin.compile"):
+        assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
+        assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert caplog.messages == [
+        "torch.compile of the test kernel failed, running it eagerly: "
+        "RuntimeError('InductorError: no C++ compiler found')"
+    ]
+    assert len(compile_calls) == 1  # not retried after failing
+
+
+def test_compile_switched_off_by_environment(monkeypatch):
+    from retina_plugin import compile as compile_module
+
+    monkeypatch.setattr(compile_module, "_ENABLED", False)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: pytest.fail("compiled"))
+    assert compile_module.maybe_compile(lambda x: x + 1, "kernel")(torch.zeros(1)).item() == 1.0

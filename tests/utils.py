@@ -8,7 +8,8 @@ from detectron2.structures import Boxes, Instances
 
 from retina_plugin import add_retina_plugin_config
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS_DIR = os.path.join(REPO_ROOT, "configs")
 
 
 def plugin_config(config_file: str):

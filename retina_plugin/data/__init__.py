@@ -1,5 +1,6 @@
-"""Datasets for retina_plugin: a synthetic, COCO-format shapes detection dataset (``shapes``)."""
+"""Datasets for retina_plugin: a synthetic COCO-format shapes dataset, and config-driven registration."""
 
+from .catalog import check_num_classes, register_datasets_from_config
 from .shapes import (
     SHAPES_CLASS_WEIGHTS,
     SHAPES_CLASSES,
@@ -9,6 +10,8 @@ from .shapes import (
 )
 
 __all__ = [
+    "check_num_classes",
+    "register_datasets_from_config",
     "SHAPES_CLASSES",
     "SHAPES_CLASS_WEIGHTS",
     "default_shapes_root",

@@ -1,0 +1,58 @@
+"""Draw a model's detections on dataset images, for a look at what it found."""
+
+import logging
+import os
+
+import cv2
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.utils.visualizer import Visualizer
+
+__all__ = ["draw_detections", "save_dataset_visualizations"]
+
+logger = logging.getLogger(__name__)
+
+
+def draw_detections(image_rgb, instances, metadata, score_thresh: float):
+    """Return an RGB uint8 image with the detections scoring >= score_thresh drawn on it."""
+    instances = instances[instances.scores >= score_thresh].to("cpu")
+    visualizer = Visualizer(image_rgb, metadata=metadata)
+    return visualizer.draw_instance_predictions(instances).get_image()
+
+
+@torch.no_grad()
+def save_dataset_visualizations(cfg, model, dataset_name: str, output_dir: str) -> list:
+    """
+    Run ``model`` on the first ``TEST.FOCAL_RETINA.NUM_VIS_IMAGES`` images of ``dataset_name``
+    and write them, with the predicted boxes, as PNGs into ``output_dir``.
+
+    Returns:
+        list[str]: the paths written.
+    """
+    num_images = cfg.TEST.FOCAL_RETINA.NUM_VIS_IMAGES
+    metadata = MetadataCatalog.get(dataset_name)
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    os.makedirs(output_dir, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    paths = []
+    for record in DatasetCatalog.get(dataset_name)[:num_images]:
+        image = utils.read_image(record["file_name"], format=cfg.INPUT.FORMAT)
+        height, width = image.shape[:2]
+        resized = resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(resized.transpose(2, 0, 1).astype("float32"))
+        (output,) = model([{"image": tensor, "height": height, "width": width}])
+        rgb = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
+        drawn = draw_detections(
+            rgb, output["instances"], metadata, cfg.TEST.FOCAL_RETINA.VIS_SCORE_THRESH
+        )
+        path = os.path.join(
+            output_dir, os.path.basename(record["file_name"]).rsplit(".", 1)[0] + ".png"
+        )
+        cv2.imwrite(path, drawn[:, :, ::-1])
+        paths.append(path)
+    model.train(was_training)
+    logger.info(f"Wrote {len(paths)} images with predicted boxes to {output_dir}")
+    return paths

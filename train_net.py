@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""
+Train and evaluate the focal-loss RetinaNet of retina-plugin with Detectron2's trainer.
+
+    python train_net.py --config-file configs/quickstart.yaml
+    python train_net.py --num-gpus 8 --config-file configs/COCO-Detection/focal_retina_R_50_FPN_1x.yaml
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+
+Without a GPU, ``--num-gpus N`` starts N CPU processes (gloo backend).
+"""
+
+import json
+import logging
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from retina_plugin import add_retina_plugin_config
+from retina_plugin.data import check_num_classes, register_datasets_from_config
+from retina_plugin.engine import any_device_amp, any_device_ddp, build_optimizer
+from retina_plugin.visualization import save_dataset_visualizations
+
+logger = logging.getLogger("retina_plugin")
+
+
+class Trainer(DefaultTrainer):
+    """Detectron2's DefaultTrainer with COCO evaluation, dataset checks, and DDP and AMP that
+    work on the CPU too (Detectron2's fail there)."""
+
+    def __init__(self, cfg):
+        with any_device_ddp(), any_device_amp():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        loader = super().build_train_loader(cfg)
+        check_num_classes(cfg, cfg.DATASETS.TRAIN)
+        return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        loader = super().build_test_loader(cfg, dataset_name)
+        check_num_classes(cfg, [dataset_name])
+        return loader
+
+
+def setup(args):
+    """Build the config from the file and KEY VALUE overrides; set up logging and datasets."""
+    cfg = get_cfg()
+    add_retina_plugin_config(cfg)
+    cfg.merge_from_file(args.config_file)  # safe YAML only: no Python tags
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+        fell_back_to_cpu = True
+    else:
+        fell_back_to_cpu = False
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retina_plugin")
+    if fell_back_to_cpu:
+        logger.warning("No CUDA device is available: training and testing on the CPU.")
+    if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
+        # Processes on one machine share its cores rather than each using all of them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    register_datasets_from_config(cfg)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+        model = trainer.model.module if comm.get_world_size() > 1 else trainer.model
+    if comm.is_main_process():
+        verify_results(cfg, results)
+        with open(os.path.join(cfg.OUTPUT_DIR, "final_results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        if cfg.TEST.FOCAL_RETINA.NUM_VIS_IMAGES > 0 and cfg.DATASETS.TEST:
+            vis_dir = os.path.join(cfg.OUTPUT_DIR, "visualizations")
+            save_dataset_visualizations(cfg, model, cfg.DATASETS.TEST[0], vis_dir)
+    return results
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -93,7 +93,10 @@ def main(args):
     else:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
-        results = trainer.train()
+        trainer.train()
+        # The final evaluation's results (DefaultTrainer.train returns them only when
+        # TEST.EXPECTED_RESULTS is set).
+        results = getattr(trainer, "_last_eval_results", {})
         model = trainer.model.module if comm.get_world_size() > 1 else trainer.model
     if comm.is_main_process():
         verify_results(cfg, results)

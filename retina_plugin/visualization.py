@@ -15,10 +15,14 @@ __all__ = ["draw_detections", "save_dataset_visualizations"]
 logger = logging.getLogger(__name__)
 
 
-def draw_detections(image_rgb, instances, metadata, score_thresh: float):
-    """Return an RGB uint8 image with the detections scoring >= score_thresh drawn on it."""
+def draw_detections(image_rgb, instances, metadata, score_thresh: float, min_side: int = 512):
+    """
+    Return an RGB uint8 image with the detections scoring >= score_thresh drawn on it, enlarged
+    so that its longer side is at least `min_side` pixels (labels on small images stay legible).
+    """
     instances = instances[instances.scores >= score_thresh].to("cpu")
-    visualizer = Visualizer(image_rgb, metadata=metadata)
+    scale = max(1.0, min_side / max(image_rgb.shape[:2]))
+    visualizer = Visualizer(image_rgb, metadata=metadata, scale=scale)
     return visualizer.draw_instance_predictions(instances).get_image()
 
 

@@ -53,11 +53,11 @@ def trained(tmp_path_factory):
 
 def test_train_and_evaluate(trained):
     _, output_dir, results = trained
-    bbox = results["shapes_val"]["bbox"]
+    bbox = results["bbox"]  # Detectron2 returns one dataset's results unnested
     assert {"AP", "AP50", "AP75", "APs", "APm"} <= set(bbox)
     assert 0 <= bbox["AP"] <= 100
     with open(output_dir / "final_results.json") as f:
-        assert json.load(f)["shapes_val"]["bbox"]["AP"] == bbox["AP"]
+        assert json.load(f)["bbox"]["AP"] == bbox["AP"]
     assert (output_dir / "model_final.pth").is_file()
     assert (output_dir / "inference" / "shapes_val" / "coco_instances_results.json").is_file()
     assert sorted(os.listdir(output_dir / "visualizations")) == ["000000.png", "000001.png"]
@@ -72,7 +72,8 @@ def test_eval_only_reproduces_final_evaluation(trained):
         *tiny_overrides(root / "shapes", root / "eval"),
         "MODEL.WEIGHTS", str(output_dir / "model_final.pth"),
     )  # fmt: skip
-    assert train_net.main(args)["shapes_val"]["bbox"] == results["shapes_val"]["bbox"]
+    # Same numbers (APl is NaN: no large objects in 64 px images).
+    assert train_net.main(args)["bbox"] == pytest.approx(results["bbox"], nan_ok=True, rel=0, abs=0)
 
 
 def test_num_classes_mismatch(trained):
@@ -148,10 +149,10 @@ def test_two_cpu_processes(trained, tmp_path):
     overrides += ["SOLVER.IMS_PER_BATCH", "4", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0"]
     done = _run_train_net("--num-gpus", "2", "--config-file", QUICKSTART, *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Rank of current process: 0. World size: 2" in done.stderr
+    assert "Rank of current process: 0. World size: 2" in done.stdout + done.stderr
     assert _iterations_logged(output_dir)[-1] == 2
     with open(output_dir / "final_results.json") as f:
-        assert "AP" in json.load(f)["shapes_val"]["bbox"]
+        assert "AP" in json.load(f)["bbox"]
 
 
 def test_resume_after_kill(trained, tmp_path):
@@ -163,15 +164,16 @@ def test_resume_after_kill(trained, tmp_path):
     process = subprocess.Popen(
         command + overrides, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    checkpoint = output_dir / "model_0000005.pth"
+    # Kill it (mid-run, no clean-up) once it has completed the checkpoint after iteration 5.
+    last_checkpoint = output_dir / "last_checkpoint"
     deadline = time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)  # let it write the next iterations, then kill it mid-run
+    while time.time() < deadline and process.poll() is None:
+        if last_checkpoint.exists() and last_checkpoint.read_text().strip() >= "model_0000005.pth":
+            break
+        time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert checkpoint.exists()
-    last = (output_dir / "last_checkpoint").read_text().strip()
+    last = last_checkpoint.read_text().strip()
     saved_iteration = int(last.split("_")[1].split(".")[0])
     assert saved_iteration >= 5 and saved_iteration % 3 == 2
 
@@ -180,14 +182,17 @@ def test_resume_after_kill(trained, tmp_path):
     overrides += ["SOLVER.CHECKPOINT_PERIOD", "3", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0"]
     done = _run_train_net("--resume", "--config-file", QUICKSTART, *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"Starting training from iteration {saved_iteration + 1}" in done.stderr
+    assert f"Starting training from iteration {saved_iteration + 1}" in done.stdout + done.stderr
     saved = torch.load(output_dir / last, map_location="cpu", weights_only=False)
     final = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=False)
     assert final["iteration"] == resumed_max_iter - 1
-    # The optimizer state and LR schedule were restored and carried on from the checkpoint.
-    assert final["scheduler"]["last_epoch"] == resumed_max_iter
-    assert saved["scheduler"]["last_epoch"] == saved_iteration + 1
-    assert set(final["optimizer"]["state"]) == set(saved["optimizer"]["state"])
+    # The LR schedule and the optimizer state were restored and carried on from the checkpoint.
+    schedule = [c["trainer"]["hooks"]["LRScheduler"]["last_epoch"] for c in (saved, final)]
+    assert schedule == [saved_iteration + 1, resumed_max_iter]
+    moments = [
+        c["trainer"]["_trainer"]["optimizer"]["state"][0]["step"].item() for c in (saved, final)
+    ]
+    assert moments == [saved_iteration + 1, resumed_max_iter]  # AdamW's step count
 
 
 def test_demo_on_generated_images(trained, tmp_path, caplog, monkeypatch):

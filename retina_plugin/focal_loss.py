@@ -46,6 +46,29 @@ def _focal_loss_and_grad(logits: Tensor, targets: Tensor, weights, alpha: float,
     return loss, grad
 
 
+def _binary_focal_loss_and_grad(
+    logits: Tensor, positive: Tensor, weights, alpha: float, gamma: float
+):
+    """
+    :func:`_focal_loss_and_grad` for 0/1 targets (`positive`: bool), with 3 transcendental
+    functions per element instead of 6. With x_t = x for y = 1 and -x for y = 0:
+    ce = -log p_t = softplus(-x_t), log(1 - p_t) = -softplus(x_t), both from e = exp(-|x|), and
+    dFL/dx = s * (1-p_t)^g * (-g * p_t * ce - (1 - p_t)), s = +1 for y = 1 and -1 for y = 0
+    (the paper's appendix B).
+    """
+    x_t = torch.where(positive, logits, -logits)
+    e = torch.exp(-logits.abs())
+    log1p_e = torch.log1p(e)
+    ce = torch.relu(-x_t) + log1p_e
+    modulator = torch.exp(-gamma * (torch.relu(x_t) + log1p_e))  # (1 - p_t)^g
+    q = torch.where(x_t >= 0, e, 1.0) / (1 + e)  # 1 - p_t
+    if alpha >= 0:
+        weights = weights * torch.where(positive, alpha, 1 - alpha)
+    weighted = weights * modulator
+    grad = weighted * (-gamma * (1 - q) * ce - q)
+    return weighted * ce, torch.where(positive, grad, -grad)
+
+
 def _focal_loss_rows_and_grad_from_labels(
     logits: Tensor, labels: Tensor, alpha: float, gamma: float
 ):
@@ -54,9 +77,9 @@ def _focal_loss_rows_and_grad_from_labels(
     of each anchor and the (M, K) gradient.
     """
     classes = torch.arange(logits.shape[1], device=logits.device)
-    targets = (labels[:, None] == classes).to(logits.dtype)  # (M, K) one-hot, never stored
+    positive = labels[:, None] == classes  # (M, K) one-hot, never stored
     weights = (labels >= 0).to(logits.dtype)[:, None]  # (M, 1): ignored anchors count 0
-    loss, grad = _focal_loss_and_grad(logits, targets, weights, alpha, gamma)
+    loss, grad = _binary_focal_loss_and_grad(logits, positive, weights, alpha, gamma)
     return loss.sum(dim=1), grad
 
 
@@ -88,8 +111,11 @@ class _LossWithPrecomputedGrad(torch.autograd.Function):
         return (grad_output * grad,) + (None,) * ctx.num_other_inputs
 
 
-def _dense_kernel(logits: Tensor, targets: Tensor, alpha: float, gamma: float):
+def _dense_loss_and_grad(logits: Tensor, targets: Tensor, alpha: float, gamma: float):
     return _focal_loss_and_grad(logits, targets, 1.0, alpha, gamma)
+
+
+_compiled_dense_loss_and_grad = maybe_compile(_dense_loss_and_grad, "focal loss")
 
 
 def _check_arguments(alpha: float, gamma: float):
@@ -141,7 +167,11 @@ def sigmoid_focal_loss(
     inputs = _float32_or_wider(inputs)
     with torch.autocast(inputs.device.type, enabled=False):
         loss = _LossWithPrecomputedGrad.apply(
-            inputs, _dense_kernel, targets.to(inputs.dtype), float(alpha), float(gamma)
+            inputs,
+            _compiled_dense_loss_and_grad,
+            targets.to(inputs.dtype),
+            float(alpha),
+            float(gamma),
         )
     if reduction == "mean":
         return loss.mean()

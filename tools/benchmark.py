@@ -13,6 +13,7 @@ that the candidates agree (losses, gradients, detections) before timing them.
 
 import argparse
 import copy
+import ctypes
 import json
 import os
 import shutil
@@ -189,23 +190,23 @@ def memory_probe(args):
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = cpu_peak_allocation(lambda: step(x, labels, targets))
+        peak = cpu_peak_rss(lambda: step(x, labels, targets))
     print(json.dumps({"peak_mib": peak / 2**20}))
 
 
-def cpu_peak_allocation(fn) -> int:
-    """Peak bytes held by tensors allocated while `fn` runs (the profiler's allocation events)."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
-        fn()
-    events = sorted(
-        (e for e in profiler.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
-    )
-    held = peak = 0
-    for event in events:
-        held += event.cpu_memory_usage
-        peak = max(peak, held)
-    return peak
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def cpu_peak_rss(fn) -> int:
+    """Peak resident memory (bytes) that `fn` adds: Linux's VmHWM, reset just before `fn`."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed memory back, so the baseline is low
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    base = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - base) * 1024
 
 
 def bench_loss(args):

@@ -112,3 +112,21 @@ def test_inference_output_format(model):
         "pred_classes",
     }
     assert (instances.scores > 0.05).all()
+
+
+def test_channels_last_same_losses_and_checkpoint():
+    cfg = tiny_config()  # from Base-FocalRetina.yaml, which turns CHANNELS_LAST on
+    assert cfg.MODEL.FOCAL_RETINA.CHANNELS_LAST
+    torch.manual_seed(0)
+    nhwc = build_model(cfg)
+    cfg.MODEL.FOCAL_RETINA.CHANNELS_LAST = False
+    nchw = build_model(cfg)
+    nchw.load_state_dict(nhwc.state_dict())
+    weight = nhwc.head.cls_score.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert nchw.head.cls_score.weight.is_contiguous()
+    batch = random_batch((3, 1), num_classes=3, size=(96, 128))
+    with EventStorage():
+        losses = [model.train()(batch) for model in (nhwc, nchw)]
+    for name in ("loss_cls", "loss_box_reg"):
+        assert losses[0][name].item() == pytest.approx(losses[1][name].item(), rel=1e-5)

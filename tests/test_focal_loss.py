@@ -225,3 +225,16 @@ def test_compile_switched_off_by_environment(monkeypatch):
     monkeypatch.setattr(compile_module, "_ENABLED", False)
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: pytest.fail("compiled"))
     assert compile_module.maybe_compile(lambda x: x + 1, "kernel")(torch.zeros(1)).item() == 1.0
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("gamma", [0.1, 0.5, 2.0])
+def test_from_labels_finite_at_saturated_logits(compiled, gamma):
+    # Anchor 0 is class 0, anchor 1 background, anchor 2 ignored; logits up to +-100.
+    logits = torch.tensor([[100.0, -100.0], [-100.0, 100.0], [100.0, 100.0]], requires_grad=True)
+    loss = sigmoid_focal_loss_from_labels(logits, torch.tensor([0, 2, -1]), 0.25, gamma, compiled)
+    loss.backward()
+    # Only the wrongly confident background pair (x = 100, y = 0) counts: alpha_t * CE = 0.75 * 100,
+    # gradient alpha_t * (p - y) = 0.75; the easy pairs give 0, the ignored anchor nothing.
+    assert loss.item() == pytest.approx(75.0)
+    assert logits.grad.tolist() == [[0.0, 0.0], [0.0, 0.75], [0.0, 0.0]]

@@ -23,18 +23,24 @@ from detectron2.utils.logger import setup_logger
 
 from retina_plugin import add_retina_plugin_config
 from retina_plugin.data import check_num_classes, register_datasets_from_config
-from retina_plugin.engine import any_device_amp, any_device_ddp, build_optimizer
+from retina_plugin.engine import (
+    any_device_amp,
+    any_device_ddp,
+    build_optimizer,
+    safe_checkpointer,
+)
 from retina_plugin.visualization import save_dataset_visualizations
 
 logger = logging.getLogger("retina_plugin")
 
 
 class Trainer(DefaultTrainer):
-    """Detectron2's DefaultTrainer with COCO evaluation, dataset checks, and DDP and AMP that
-    work on the CPU too (Detectron2's fail there)."""
+    """Detectron2's DefaultTrainer with COCO evaluation, dataset checks, atomic checkpoints and a
+    resume that falls back to the newest complete one, and DDP and AMP that work on the CPU too
+    (Detectron2's fail there)."""
 
     def __init__(self, cfg):
-        with any_device_ddp(), any_device_amp():
+        with any_device_ddp(), any_device_amp(), safe_checkpointer():
             super().__init__(cfg)
 
     @classmethod
@@ -65,11 +71,9 @@ def setup(args):
     add_retina_plugin_config(cfg)
     cfg.merge_from_file(args.config_file)  # safe YAML only: no Python tags
     cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+    fell_back_to_cpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
+    if fell_back_to_cpu:
         cfg.MODEL.DEVICE = "cpu"
-        fell_back_to_cpu = True
-    else:
-        fell_back_to_cpu = False
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retina_plugin")

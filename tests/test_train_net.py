@@ -1,6 +1,7 @@
 """train_net.py end to end on tiny shapes data: train + COCO evaluation, eval-only, the NUM_CLASSES
 check, custom datasets from the config, 2 CPU processes, and kill-and-resume."""
 
+import collections
 import json
 import logging
 import os
@@ -31,7 +32,9 @@ def tiny_overrides(shapes_root, output_dir, max_iter=4):
         "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter),
         "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
-        "DATALOADER.NUM_WORKERS", "0",
+        "DATALOADER.NUM_WORKERS", "0", "SEED", "0",
+        # After 4 steps few scores pass 0.05; with none, COCOEvaluator reports NaN.
+        "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
         "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "2",
         "OUTPUT_DIR", str(output_dir),
     ]  # fmt: skip
@@ -221,12 +224,11 @@ def test_demo_on_generated_images(trained, tmp_path, caplog, monkeypatch):
     assert sorted(os.listdir(tmp_path / "out")) == ["000000.png", "000001.png", "detections.json"]
     with open(tmp_path / "out" / "detections.json") as f:
         detections = json.load(f)
-    # A threshold of 0 keeps TEST.DETECTIONS_PER_IMAGE = 100 boxes per image.
-    assert len(detections) == 200
-    assert {d["file_name"] for d in detections} == {
-        str(inputs / "000000.png"),
-        str(inputs / "000001.png"),
-    }
+    # A threshold of 0 keeps up to TEST.DETECTIONS_PER_IMAGE = 100 boxes per image (NMS may
+    # leave fewer).
+    per_image = collections.Counter(d["file_name"] for d in detections)
+    assert set(per_image) == {str(inputs / "000000.png"), str(inputs / "000001.png")}
+    assert all(50 < count <= 100 for count in per_image.values())
     assert {d["category_id"] for d in detections} <= set(range(1, 9))  # the json's category ids
     assert all(len(d["bbox"]) == 4 and d["bbox"][2] >= 0 for d in detections)
     assert f"Cannot read image {str(inputs / 'broken.png')!r}" in caplog.text

@@ -1,0 +1,126 @@
+"""Checkpoints that are never half-written, and a resume that never silently starts over.
+
+Detectron2 writes ``model_*.pth`` and ``last_checkpoint`` in place: a crash or a full disk during
+a save leaves a truncated file, and ``last_checkpoint`` may name it. Here every write goes to a
+temporary file that is renamed over the target only once complete, and ``--resume`` falls back
+to the newest complete checkpoint (with a warning) when ``last_checkpoint`` is empty, unreadable
+or names a missing or broken file.
+"""
+
+import contextlib
+import glob
+import logging
+import os
+import zipfile
+from unittest import mock
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import defaults
+
+__all__ = ["SafeCheckpointer", "safe_checkpointer"]
+
+logger = logging.getLogger(__name__)
+
+_TAG = "last_checkpoint"
+
+
+class _AtomicFile:
+    """``with _AtomicFile(path, mode) as f``: f writes `path`.tmp, renamed to `path` on success."""
+
+    def __init__(self, path: str, mode: str):
+        self._path, self._mode = path, mode
+        self._tmp_path = f"{path}.tmp-{os.getpid()}"
+
+    def __enter__(self):
+        self._file = open(self._tmp_path, self._mode)
+        return self._file
+
+    def __exit__(self, exc_type, exc, traceback):
+        try:
+            if exc_type is None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+        if exc_type is None:
+            os.replace(self._tmp_path, self._path)
+        else:
+            os.remove(self._tmp_path)
+        return False
+
+
+class _AtomicWrites:
+    """A PathManager whose local files opened for writing appear only once complete."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+    def open(self, path: str, mode: str = "r", **kwargs):
+        if "w" in mode and "://" not in path:
+            return _AtomicFile(path, mode)
+        return self._path_manager.open(path, mode, **kwargs)
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """A ``.pth`` written by torch.save is a zip archive; a truncated one has no central directory."""
+    return os.path.isfile(path) and zipfile.is_zipfile(path)
+
+
+class SafeCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer with atomic writes and a resume that falls back to the newest
+    complete checkpoint in its folder."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.path_manager = _AtomicWrites(self.path_manager)
+
+    def has_checkpoint(self) -> bool:
+        # Checkpoints without a last_checkpoint still mean "resume", not "start over".
+        return super().has_checkpoint() or bool(
+            glob.glob(os.path.join(self.save_dir, "model_*.pth"))
+        )
+
+    def get_checkpoint_file(self) -> str:
+        tag_file = os.path.join(self.save_dir, _TAG)
+        try:
+            with open(tag_file) as f:
+                name = f.read().strip()
+        except OSError:
+            name = ""
+        tagged = os.path.join(self.save_dir, name)
+        if name and os.path.dirname(os.path.abspath(tagged)) != os.path.abspath(self.save_dir):
+            raise ValueError(
+                f"{tag_file} names {name!r}, outside OUTPUT_DIR {self.save_dir!r}; refusing to "
+                "resume from it. Fix or delete that file."
+            )
+        if name and is_complete_checkpoint(tagged):
+            return tagged
+        problem = (
+            f"names {name!r}, which is missing or incomplete"
+            if name
+            else "is missing, empty or unreadable"
+        )
+        fallback = self._newest_complete_checkpoint()
+        if fallback is None:
+            raise FileNotFoundError(
+                f"--resume: {tag_file} {problem}, and {self.save_dir!r} holds no complete "
+                "checkpoint to fall back to. Delete last_checkpoint to start from iteration 0."
+            )
+        logger.warning(f"--resume: {tag_file} {problem}; resuming from {fallback} instead.")
+        return fallback
+
+    def _newest_complete_checkpoint(self):
+        candidates = glob.glob(os.path.join(self.save_dir, "model_*.pth"))
+        # model_final.pth is the newest when it exists; model_0001234.pth sort by iteration.
+        candidates.sort(key=lambda p: (os.path.basename(p) == "model_final.pth", p), reverse=True)
+        return next((path for path in candidates if is_complete_checkpoint(path)), None)
+
+
+@contextlib.contextmanager
+def safe_checkpointer():
+    """Within this context, ``DefaultTrainer.__init__`` builds a SafeCheckpointer."""
+    with mock.patch.object(defaults, "DetectionCheckpointer", SafeCheckpointer):
+        yield

@@ -25,9 +25,10 @@ __all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_from_labels"]
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _focal_loss_and_grad(logits: Tensor, targets: Tensor, weights, alpha: float, gamma: float):
+def _focal_loss_and_grad(logits: Tensor, targets: Tensor, weights, alpha_t, gamma: Tensor):
     """
-    Elementwise weights * FL and its derivative with respect to the logits.
+    Elementwise weights * FL and its derivative with respect to the logits. ``alpha_t`` is the
+    pair (alpha for y = 1, alpha for y = 0) of 0-dim tensors (see :func:`_constants`).
 
     d/dx [(1-p_t)^g * ce] = (1-p_t)^g * [(p - y) + g * (1 - 2y) * p(1-p)/(1-p_t) * ce], where
     p(1-p)/(1-p_t) lies in [0, 1] (it is p for y = 1 and 1 - p for y = 0). Where 1 - p_t
@@ -38,17 +39,14 @@ def _focal_loss_and_grad(logits: Tensor, targets: Tensor, weights, alpha: float,
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     one_minus_p_t = targets * p_neg + (1 - targets) * p
     modulator = one_minus_p_t.pow(gamma)
-    if alpha >= 0:  # alpha_t = alpha for y = 1, 1 - alpha for y = 0; soft targets interpolate
-        weights = weights * (alpha * targets + (1 - alpha) * (1 - targets))
+    weights = weights * (alpha_t[0] * targets + alpha_t[1] * (1 - targets))  # soft: interpolated
     ratio = torch.where(one_minus_p_t > 0, p * p_neg / one_minus_p_t, 1.0)
     loss = weights * modulator * ce
     grad = weights * modulator * ((p - targets) + gamma * (1 - 2 * targets) * ratio * ce)
     return loss, grad
 
 
-def _binary_focal_loss_and_grad(
-    logits: Tensor, positive: Tensor, weights, alpha: float, gamma: float
-):
+def _binary_focal_loss_and_grad(logits: Tensor, positive: Tensor, weights, alpha_t, gamma: Tensor):
     """
     :func:`_focal_loss_and_grad` for 0/1 targets (`positive`: bool), with 3 transcendental
     functions per element instead of 6. With x_t = x for y = 1 and -x for y = 0:
@@ -62,15 +60,27 @@ def _binary_focal_loss_and_grad(
     ce = torch.relu(-x_t) + log1p_e
     modulator = torch.exp(-gamma * (torch.relu(x_t) + log1p_e))  # (1 - p_t)^g
     q = torch.where(x_t >= 0, e, 1.0) / (1 + e)  # 1 - p_t
-    if alpha >= 0:
-        weights = weights * torch.where(positive, alpha, 1 - alpha)
+    weights = weights * torch.where(positive, alpha_t[0], alpha_t[1])
     weighted = weights * modulator
     grad = weighted * (-gamma * (1 - q) * ce - q)
     return weighted * ce, torch.where(positive, grad, -grad)
 
 
+def _constants(alpha: float, gamma: float, like: Tensor):
+    """
+    alpha_t for y = 1 and for y = 0, and gamma, as 0-dim tensors. As tensors they are inputs of
+    the compiled kernels, not constants baked into them: torch.compile (2.14, CPU) makes Python
+    floats dynamic after seeing two values, and the kernel it then built computed a wrong loss
+    for a third alpha (tests/test_focal_loss.py::test_compiled_kernels_across_alpha_and_gamma).
+    """
+    alpha_pos, alpha_neg = (alpha, 1 - alpha) if alpha >= 0 else (1.0, 1.0)
+    return torch.tensor(
+        [alpha_pos, alpha_neg, gamma], dtype=like.dtype, device=like.device
+    ).unbind()
+
+
 def _focal_loss_rows_and_grad_from_labels(
-    logits: Tensor, labels: Tensor, alpha: float, gamma: float
+    logits: Tensor, labels: Tensor, alpha_pos: Tensor, alpha_neg: Tensor, gamma: Tensor
 ):
     """
     (M, K) logits, (M,) labels in {-1: ignored, 0..K-1: class, K: background} -> the (M,) loss
@@ -79,7 +89,8 @@ def _focal_loss_rows_and_grad_from_labels(
     classes = torch.arange(logits.shape[1], device=logits.device)
     positive = labels[:, None] == classes  # (M, K) one-hot, never stored
     weights = (labels >= 0).to(logits.dtype)[:, None]  # (M, 1): ignored anchors count 0
-    loss, grad = _binary_focal_loss_and_grad(logits, positive, weights, alpha, gamma)
+    alpha_t = (alpha_pos, alpha_neg)
+    loss, grad = _binary_focal_loss_and_grad(logits, positive, weights, alpha_t, gamma)
     return loss.sum(dim=1), grad
 
 
@@ -88,7 +99,7 @@ _compiled_rows_and_grad = maybe_compile(_focal_loss_rows_and_grad_from_labels, "
 
 def _labels_kernel(logits: Tensor, labels: Tensor, alpha: float, gamma: float, compiled: bool):
     rows_and_grad = _compiled_rows_and_grad if compiled else _focal_loss_rows_and_grad_from_labels
-    rows, grad = rows_and_grad(logits, labels, alpha, gamma)
+    rows, grad = rows_and_grad(logits, labels, *_constants(alpha, gamma, logits))
     # The M per-anchor losses are summed by torch's cascade sum: a compiled flat sum of all
     # M * K terms loses ~1e-5 of relative accuracy.
     return rows.sum(), grad
@@ -111,11 +122,17 @@ class _LossWithPrecomputedGrad(torch.autograd.Function):
         return (grad_output * grad,) + (None,) * ctx.num_other_inputs
 
 
-def _dense_loss_and_grad(logits: Tensor, targets: Tensor, alpha: float, gamma: float):
-    return _focal_loss_and_grad(logits, targets, 1.0, alpha, gamma)
+def _dense_loss_and_grad(
+    logits: Tensor, targets: Tensor, alpha_pos: Tensor, alpha_neg: Tensor, gamma: Tensor
+):
+    return _focal_loss_and_grad(logits, targets, 1.0, (alpha_pos, alpha_neg), gamma)
 
 
 _compiled_dense_loss_and_grad = maybe_compile(_dense_loss_and_grad, "focal loss")
+
+
+def _dense_kernel(logits: Tensor, targets: Tensor, alpha: float, gamma: float):
+    return _compiled_dense_loss_and_grad(logits, targets, *_constants(alpha, gamma, logits))
 
 
 def _check_arguments(alpha: float, gamma: float):
@@ -168,7 +185,7 @@ def sigmoid_focal_loss(
     with torch.autocast(inputs.device.type, enabled=False):
         loss = _LossWithPrecomputedGrad.apply(
             inputs,
-            _compiled_dense_loss_and_grad,
+            _dense_kernel,
             targets.to(inputs.dtype),
             float(alpha),
             float(gamma),

@@ -238,3 +238,17 @@ def test_from_labels_finite_at_saturated_logits(compiled, gamma):
     # gradient alpha_t * (p - y) = 0.75; the easy pairs give 0, the ignored anchor nothing.
     assert loss.item() == pytest.approx(75.0)
     assert logits.grad.tolist() == [[0.0, 0.0], [0.0, 0.75], [0.0, 0.0]]
+
+
+def test_compiled_kernels_across_alpha_and_gamma():
+    # One process, several (alpha, gamma) in turn, as an ablation sweep does: with alpha and gamma
+    # as Python floats, torch 2.14's compiled kernel got the third setting wrong by 0.5.
+    logits, labels = _labels_problem(seed=7)
+    valid = labels >= 0
+    targets = torch.nn.functional.one_hot(labels.clamp(min=0), num_classes=7)[:, :6].float()
+    for alpha, gamma in [(0.25, 2.0), (0.75, 0.0), (0.5, 5.0), (-1.0, 1.0), (0.25, 0.5)]:
+        expected = fvcore_focal_loss(logits, targets, alpha, gamma)
+        dense = sigmoid_focal_loss(logits, targets, alpha, gamma)
+        torch.testing.assert_close(dense, expected, rtol=1e-5, atol=1e-6)
+        from_labels = sigmoid_focal_loss_from_labels(logits, labels, alpha, gamma)
+        torch.testing.assert_close(from_labels, expected[valid].sum(), rtol=1e-5, atol=0)

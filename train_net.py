@@ -15,13 +15,12 @@ import os
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from retina_plugin import add_retina_plugin_config
+from retina_plugin import load_config
 from retina_plugin.data import check_num_classes, register_datasets_from_config
 from retina_plugin.engine import (
     any_device_amp,
@@ -67,10 +66,7 @@ class Trainer(DefaultTrainer):
 
 def setup(args):
     """Build the config from the file and KEY VALUE overrides; set up logging and datasets."""
-    cfg = get_cfg()
-    add_retina_plugin_config(cfg)
-    cfg.merge_from_file(args.config_file)  # safe YAML only: no Python tags
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)  # plain YAML only: no Python tags run
     fell_back_to_cpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
     if fell_back_to_cpu:
         cfg.MODEL.DEVICE = "cpu"

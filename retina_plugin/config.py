@@ -6,9 +6,11 @@ The keys Detectron2 already has keep their meaning and are read from where Detec
 ``MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS`` and so on.
 """
 
+import yaml
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-__all__ = ["add_retina_plugin_config"]
+__all__ = ["add_retina_plugin_config", "load_config"]
 
 
 def add_retina_plugin_config(cfg: CN) -> CN:
@@ -84,4 +86,29 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     _C.TEST.FOCAL_RETINA.NUM_VIS_IMAGES = 0
     # Only boxes scoring at least this are drawn.
     _C.TEST.FOCAL_RETINA.VIS_SCORE_THRESH = 0.5
+    return cfg
+
+
+def load_config(config_file: str, opts=()) -> CN:
+    """
+    Detectron2's defaults + retina-plugin's keys, merged with `config_file` (and its ``_BASE_``
+    files) and then with the KEY VALUE list `opts`.
+
+    The files are read as plain YAML only: Detectron2's ``merge_from_file`` falls back to
+    ``yaml.unsafe_load``, which runs the Python in tags such as ``!!python/object/apply``;
+    here such a file is refused, naming the file and the tag, before anything in it runs.
+    """
+    cfg = get_cfg()
+    add_retina_plugin_config(cfg)
+    try:
+        cfg.merge_from_file(config_file, allow_unsafe=False)
+    except yaml.constructor.ConstructorError as error:
+        mark = error.problem_mark
+        where = f"{mark.name}, line {mark.line + 1}" if mark is not None else config_file
+        raise ValueError(
+            f"{where}: {error.problem}. retina-plugin reads configs as plain YAML and never runs "
+            "the Python a tag names; write the value out (for the paper's anchors, use "
+            'MODEL.ANCHOR_GENERATOR.NAME: "OctaveAnchorGenerator").'
+        ) from None
+    cfg.merge_from_list(list(opts))
     return cfg

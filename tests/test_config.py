@@ -67,12 +67,27 @@ def test_every_registered_name_resolves():
         assert "Called as" in registry.__doc__ or "called as" in registry.__doc__
 
 
-def test_unsafe_yaml_is_rejected(tmp_path):
+@pytest.mark.parametrize("in_base", [False, True])
+def test_python_tags_are_refused_and_never_run(tmp_path, in_base):
+    marker = tmp_path / "ran"
+    evil = f'MODEL:\n  WEIGHTS: !!python/object/apply:os.mkdir ["{marker}"]\n'
     config_file = tmp_path / "evil.yaml"
-    config_file.write_text("MODEL:\n  WEIGHTS: !!python/object/apply:os.getcwd []\n")
-    with pytest.raises(Exception) as error:
+    if in_base:  # the tag hides in a _BASE_ file: that file is named
+        (tmp_path / "base.yaml").write_text(evil)
+        config_file.write_text('_BASE_: "base.yaml"\n')
+        named = tmp_path / "base.yaml"
+    else:
+        config_file.write_text(evil)
+        named = config_file
+    with pytest.raises(ValueError) as error:
         plugin_config(str(config_file))
-    assert "python/object/apply:os.getcwd" in str(error.value)
+    assert str(error.value) == (
+        f"{named}, line 2: could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.mkdir'. retina-plugin reads configs as plain "
+        "YAML and never runs the Python a tag names; write the value out (for the paper's "
+        'anchors, use MODEL.ANCHOR_GENERATOR.NAME: "OctaveAnchorGenerator").'
+    )
+    assert not marker.exists()  # nothing was executed
 
 
 BAD_VALUES = [

@@ -3,20 +3,16 @@
 import os
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.structures import Boxes, Instances
 
-from retina_plugin import add_retina_plugin_config
+from retina_plugin import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS_DIR = os.path.join(REPO_ROOT, "configs")
 
 
 def plugin_config(config_file: str):
-    cfg = get_cfg()
-    add_retina_plugin_config(cfg)
-    cfg.merge_from_file(config_file, allow_unsafe=False)
-    return cfg
+    return load_config(config_file)
 
 
 def tiny_config():

@@ -17,12 +17,11 @@ import sys
 
 import cv2
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
-from retina_plugin import add_retina_plugin_config
+from retina_plugin import load_config
 from retina_plugin.data import register_datasets_from_config
 from retina_plugin.visualization import draw_detections
 
@@ -44,10 +43,7 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_retina_plugin_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()

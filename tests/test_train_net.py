@@ -5,6 +5,7 @@ import collections
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,3 +233,37 @@ def test_demo_on_generated_images(trained, tmp_path, caplog, monkeypatch):
     assert {d["category_id"] for d in detections} <= set(range(1, 9))  # the json's category ids
     assert all(len(d["bbox"]) == 4 and d["bbox"][2] >= 0 for d in detections)
     assert f"Cannot read image {str(inputs / 'broken.png')!r}" in caplog.text
+
+
+def test_non_finite_loss_stops_before_the_step_and_resume_works(trained, tmp_path, monkeypatch):
+    from retina_plugin.losses import SigmoidFocalLoss
+
+    root, _, _ = trained
+    output_dir = tmp_path / "nan"
+    overrides = tiny_overrides(root / "shapes", output_dir, max_iter=6)
+    overrides += ["SOLVER.CHECKPOINT_PERIOD", "2", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0"]
+    calls = []
+    real_forward = SigmoidFocalLoss.forward
+
+    def nan_at_iteration_3(self, pred_logits, gt_labels):
+        calls.append(1)
+        loss = real_forward(self, pred_logits, gt_labels)
+        return loss * float("nan") if len(calls) == 4 else loss
+
+    monkeypatch.setattr(SigmoidFocalLoss, "forward", nan_at_iteration_3)
+    with pytest.raises(FloatingPointError) as error:
+        train_net.main(parse("--config-file", QUICKSTART, *overrides))
+    message = str(error.value)
+    assert message.startswith("Loss became infinite or NaN at iteration=3!")
+    # Each term is named; numpy >= 2 prints its floats as np.float64(...).
+    assert re.search(r"'loss_cls': (np\.float64\()?nan", message)
+    assert "'loss_box_reg': " in message
+    # The optimizer never stepped on it: the checkpoint after iteration 1 is finite and the
+    # run resumes from it.
+    assert sorted(p.name for p in output_dir.glob("model_*.pth")) == ["model_0000001.pth"]
+    saved = torch.load(output_dir / "model_0000001.pth", map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    monkeypatch.setattr(SigmoidFocalLoss, "forward", real_forward)
+    train_net.main(parse("--resume", "--config-file", QUICKSTART, *overrides))
+    final = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == 5

@@ -157,7 +157,8 @@ def sigmoid_focal_loss(
     FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t), with p = sigmoid(inputs) (Lin et al., eq. 5).
 
     Same contract as :func:`fvcore.nn.sigmoid_focal_loss`, with gradients that stay finite for
-    every gamma >= 0 (see the module docstring).
+    every gamma >= 0 (see the module docstring). Gradients flow to `inputs` only (not to
+    `targets`), and only once (no double backward).
 
     Args:
         inputs: (*) float logits, one per (anchor, class) pair.

@@ -267,3 +267,29 @@ def test_non_finite_loss_stops_before_the_step_and_resume_works(trained, tmp_pat
     train_net.main(parse("--resume", "--config-file", QUICKSTART, *overrides))
     final = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)
     assert final["iteration"] == 5
+
+
+def test_demo_missing_input(tmp_path):
+    from tools import demo
+
+    with pytest.raises(FileNotFoundError) as error:
+        demo.list_images([str(tmp_path / "nowhere")])
+    assert (
+        str(error.value) == f"--input {str(tmp_path / 'nowhere')!r} is neither a file nor a folder."
+    )
+
+
+def test_custom_dataset_missing_image_folder(tmp_path):
+    json_file = tmp_path / "train.json"
+    json_file.write_text('{"images": [], "annotations": [], "categories": []}')
+    entry = f"[['my_data', '{json_file}', '{tmp_path / 'no_images'}']]"
+    args = parse(
+        "--config-file", QUICKSTART, "DATASETS.FOCAL_RETINA.COCO", entry,
+        "DATASETS.TRAIN", "('my_data',)", "OUTPUT_DIR", str(tmp_path / "out"),
+    )  # fmt: skip
+    with pytest.raises(FileNotFoundError) as error:
+        train_net.main(args)
+    assert str(error.value) == (
+        f"DATASETS.FOCAL_RETINA.COCO: the image folder {str(tmp_path / 'no_images')!r} of dataset "
+        "'my_data' does not exist."
+    )

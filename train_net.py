@@ -14,7 +14,6 @@ import logging
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils import comm
@@ -23,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 from retina_plugin import load_config
 from retina_plugin.data import check_num_classes, register_datasets_from_config
 from retina_plugin.engine import (
+    SafeCheckpointer,
     any_device_amp,
     any_device_ddp,
     build_optimizer,
@@ -86,7 +86,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = Trainer.test(cfg, model)

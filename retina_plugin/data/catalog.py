@@ -1,6 +1,5 @@
 """Register the datasets a config names, and check them against the model before training."""
 
-import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -10,8 +9,6 @@ from detectron2.utils import comm
 from .shapes import register_shapes_datasets
 
 __all__ = ["register_datasets_from_config", "check_num_classes"]
-
-logger = logging.getLogger(__name__)
 
 SHAPES_NAMES = ("shapes_train", "shapes_val")
 

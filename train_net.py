@@ -28,6 +28,7 @@ from retina_plugin.engine import (
     build_optimizer,
     safe_checkpointer,
 )
+from retina_plugin.priors import apply_frequency_prior
 from retina_plugin.visualization import save_dataset_visualizations
 
 logger = logging.getLogger("retina_plugin")
@@ -41,6 +42,8 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         with any_device_ddp(), any_device_amp(), safe_checkpointer():
             super().__init__(cfg)
+        # Before resume_or_load: a checkpoint's biases replace these.
+        apply_frequency_prior(cfg, self.checkpointer.model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -9,7 +9,16 @@ from .anchor_generator import OctaveAnchorGenerator
 from .config import add_retina_plugin_config, load_config
 from .focal_loss import sigmoid_focal_loss, sigmoid_focal_loss_from_labels
 from .head import RETINA_HEAD_REGISTRY, FocalRetinaHead, build_retina_head
-from .losses import CLASSIFICATION_LOSS_REGISTRY, SigmoidFocalLoss, build_classification_loss
+from .losses import (
+    CLASSIFICATION_LOSS_REGISTRY,
+    ClassificationLoss,
+    OHEMCrossEntropyLoss,
+    SigmoidCrossEntropyLoss,
+    SigmoidFocalLoss,
+    SigmoidFocalLossStar,
+    SoftmaxFocalLoss,
+    build_classification_loss,
+)
 from .meta_arch import FocalRetinaNet
 
 __all__ = [
@@ -22,7 +31,12 @@ __all__ = [
     "FocalRetinaHead",
     "build_retina_head",
     "CLASSIFICATION_LOSS_REGISTRY",
+    "ClassificationLoss",
     "SigmoidFocalLoss",
+    "SigmoidCrossEntropyLoss",
+    "SigmoidFocalLossStar",
+    "SoftmaxFocalLoss",
+    "OHEMCrossEntropyLoss",
     "build_classification_loss",
     "FocalRetinaNet",
 ]

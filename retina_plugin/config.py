@@ -20,10 +20,39 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     # Name of the head in retina_plugin's RETINA_HEAD_REGISTRY: the paper's classification and
     # box subnets (4 x 3x3 conv + ReLU each, shared over P3-P7), as Detectron2's RetinaNetHead.
     _C.MODEL.FOCAL_RETINA.HEAD_NAME = "FocalRetinaHead"
-    # Name of the classification loss in retina_plugin's CLASSIFICATION_LOSS_REGISTRY.
-    # "SigmoidFocalLoss": FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t), with alpha and gamma from
-    # MODEL.RETINANET.FOCAL_LOSS_ALPHA / FOCAL_LOSS_GAMMA.
+    # Name of the classification loss in retina_plugin's CLASSIFICATION_LOSS_REGISTRY; alpha and
+    # gamma are MODEL.RETINANET.FOCAL_LOSS_ALPHA / FOCAL_LOSS_GAMMA (alpha < 0: no balancing).
+    # "SigmoidFocalLoss": FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t) (eq. 5; the default).
+    # "SigmoidCrossEntropyLoss": CE(p_t) = -alpha_t log(p_t) (Table 1a; gamma is not used).
+    # "SigmoidFocalLossStar": FL* = -alpha_t log(sigmoid(gamma x_t + beta)) / gamma (appendix A,
+    #     Table 3; beta = FL_STAR.BETA).
+    # "SoftmaxFocalLoss": FL over a softmax of K + 1 logits, background as a class.
+    # "OHEMCrossEntropyLoss": cross entropy of the hardest anchors only (Table 1d; see OHEM).
     _C.MODEL.FOCAL_RETINA.LOSS_NAME = "SigmoidFocalLoss"
+    # One alpha_k per class (K = MODEL.RETINANET.NUM_CLASSES values in [0, 1]) for the sigmoid
+    # losses: alpha_k weighs the positives of class k, 1 - alpha_k its negatives. Empty: every
+    # class uses MODEL.RETINANET.FOCAL_LOSS_ALPHA.
+    _C.MODEL.FOCAL_RETINA.CLASS_ALPHAS = []
+    # Start each class's classification bias from its frequency in DATASETS.TRAIN rather than
+    # one prior for all: pi_k = pi * K * (n_k + 1) / (n + K), pi = MODEL.RETINANET.PRIOR_PROB,
+    # n_k the class's annotations (mean pi_k = pi; capped at 0.5). Applied when training starts
+    # from scratch; a checkpoint's biases replace it.
+    _C.MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY = False
+    # FL* of appendix A (LOSS_NAME "SigmoidFocalLossStar"): p*_t = sigmoid(gamma x_t + beta).
+    _C.MODEL.FOCAL_RETINA.FL_STAR = CN()
+    # beta; Table 3: gamma = 2, beta = 1 -> 33.8 AP; gamma = 4, beta = 0 -> 33.9 AP.
+    _C.MODEL.FOCAL_RETINA.FL_STAR.BETA = 1.0
+    # Online hard example mining (LOSS_NAME "OHEMCrossEntropyLoss", Table 1d): per image, anchors
+    # are scored by their cross entropy, NMS over the anchor boxes removes near-duplicates, and
+    # only the highest-loss ones get a classification loss.
+    _C.MODEL.FOCAL_RETINA.OHEM = CN()
+    # B, the anchors kept per image (the paper tries 128, 256, 512).
+    _C.MODEL.FOCAL_RETINA.OHEM.BATCH_SIZE_PER_IMAGE = 128
+    # Largest share of positives; 0.25 is the paper's (and SSD's) 1:3 positive:negative ratio,
+    # which also caps the negatives at 3 per positive. Negative (e.g. -1): no ratio.
+    _C.MODEL.FOCAL_RETINA.OHEM.POSITIVE_FRACTION = 0.25
+    # IoU of the NMS over anchors; 1.0 disables it.
+    _C.MODEL.FOCAL_RETINA.OHEM.NMS_THRESH = 0.7
     # Compile the fused focal loss with torch.compile (falls back to eager, with a logged reason,
     # where the compiler is missing). The environment variable RETINA_PLUGIN_COMPILE=0 also
     # turns it off.

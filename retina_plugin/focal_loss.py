@@ -13,6 +13,9 @@ The gradient is computed in the forward pass, together with the loss, and is all
 for the backward pass: one elementwise pass instead of a graph of a dozen (M, K) temporaries.
 """
 
+from collections.abc import Sequence
+from typing import Union
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -66,17 +69,21 @@ def _binary_focal_loss_and_grad(logits: Tensor, positive: Tensor, weights, alpha
     return weighted * ce, torch.where(positive, grad, -grad)
 
 
-def _constants(alpha: float, gamma: float, like: Tensor):
+def _constants(alpha, gamma: float, like: Tensor):
     """
-    alpha_t for y = 1 and for y = 0, and gamma, as 0-dim tensors. As tensors they are inputs of
-    the compiled kernels, not constants baked into them: torch.compile (2.14, CPU) makes Python
-    floats dynamic after seeing two values, and the kernel it then built computed a wrong loss
-    for a third alpha (tests/test_focal_loss.py::test_compiled_kernels_across_alpha_and_gamma).
+    alpha_t for y = 1 and for y = 0, and gamma, as tensors: 0-dim, or (K,) for a per-class
+    alpha (a tuple of K floats; those kernels broadcast them over the (M, K) logits). As tensors
+    they are inputs of the compiled kernels, not constants baked into them: torch.compile (2.14,
+    CPU) makes Python floats dynamic after seeing two values, and the kernel it then built
+    computed a wrong loss for a third alpha
+    (tests/test_focal_loss.py::test_compiled_kernels_across_alpha_and_gamma).
     """
+    options = {"dtype": like.dtype, "device": like.device}
+    if isinstance(alpha, tuple):
+        alpha_pos = torch.tensor(alpha, **options)
+        return alpha_pos, 1 - alpha_pos, torch.tensor(gamma, **options)
     alpha_pos, alpha_neg = (alpha, 1 - alpha) if alpha >= 0 else (1.0, 1.0)
-    return torch.tensor(
-        [alpha_pos, alpha_neg, gamma], dtype=like.dtype, device=like.device
-    ).unbind()
+    return torch.tensor([alpha_pos, alpha_neg, gamma], **options).unbind()
 
 
 def _focal_loss_rows_and_grad_from_labels(
@@ -97,7 +104,7 @@ def _focal_loss_rows_and_grad_from_labels(
 _compiled_rows_and_grad = maybe_compile(_focal_loss_rows_and_grad_from_labels, "focal loss")
 
 
-def _labels_kernel(logits: Tensor, labels: Tensor, alpha: float, gamma: float, compiled: bool):
+def _labels_kernel(logits: Tensor, labels: Tensor, alpha, gamma: float, compiled: bool):
     rows_and_grad = _compiled_rows_and_grad if compiled else _focal_loss_rows_and_grad_from_labels
     rows, grad = rows_and_grad(logits, labels, *_constants(alpha, gamma, logits))
     # The M per-anchor losses are summed by torch's cascade sum: a compiled flat sum of all
@@ -142,7 +149,20 @@ def _check_arguments(alpha: float, gamma: float):
         raise ValueError(f"sigmoid_focal_loss: alpha={alpha} must be in [0, 1] (or < 0 to disable)")
 
 
-def _float32_or_wider(x: Tensor) -> Tensor:
+def _per_class_alpha(alpha, num_classes: int):
+    """A float alpha as it is; a sequence as a tuple of K floats, each checked to lie in [0, 1]."""
+    if isinstance(alpha, (int, float)):
+        return float(alpha)
+    alpha = tuple(float(a) for a in alpha)
+    if len(alpha) != num_classes or not all(0 <= a <= 1 for a in alpha):
+        raise ValueError(
+            f"sigmoid_focal_loss_from_labels: a per-class alpha needs K = {num_classes} values "
+            f"in [0, 1]; got {list(alpha)}"
+        )
+    return alpha
+
+
+def float32_or_wider(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
@@ -182,7 +202,7 @@ def sigmoid_focal_loss(
             f"sigmoid_focal_loss: inputs {tuple(inputs.shape)} and targets "
             f"{tuple(targets.shape)} must have the same shape"
         )
-    inputs = _float32_or_wider(inputs)
+    inputs = float32_or_wider(inputs)
     with torch.autocast(inputs.device.type, enabled=False):
         loss = _LossWithPrecomputedGrad.apply(
             inputs,
@@ -199,11 +219,17 @@ def sigmoid_focal_loss(
 
 
 def sigmoid_focal_loss_from_labels(
-    logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0, compiled: bool = True
+    logits: Tensor,
+    labels: Tensor,
+    alpha: Union[float, Sequence[float]] = 0.25,
+    gamma: float = 2.0,
+    compiled: bool = True,
 ) -> Tensor:
     """
     The summed focal loss of (M, K) logits against (M,) integer labels, where label K is
-    background (all-zero target) and -1 an ignored anchor (no loss, no gradient).
+    background (all-zero target) and -1 an ignored anchor (no loss, no gradient). `alpha` may
+    also be K values, one per class: alpha_k weighs the positives of class k and 1 - alpha_k
+    the negatives of class k.
 
     Equal to ``sigmoid_focal_loss(logits[valid], one_hot(labels[valid])[:, :K], reduction="sum")``
     but without the one-hot targets, the gather of the valid anchors (a host sync on GPUs) or
@@ -211,14 +237,15 @@ def sigmoid_focal_loss_from_labels(
     its gradient. This is the training path of :class:`retina_plugin.SigmoidFocalLoss`.
     ``compiled=False`` runs that pass eagerly.
     """
-    _check_arguments(alpha, gamma)
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
             f"sigmoid_focal_loss_from_labels: logits {tuple(logits.shape)} must be (M, K) and "
             f"labels {tuple(labels.shape)} (M,)"
         )
-    logits = _float32_or_wider(logits)
+    alpha = _per_class_alpha(alpha, logits.shape[1])
+    _check_arguments(alpha if isinstance(alpha, float) else 0.0, gamma)
+    logits = float32_or_wider(logits)
     with torch.autocast(logits.device.type, enabled=False):
         return _LossWithPrecomputedGrad.apply(
-            logits, _labels_kernel, labels, float(alpha), float(gamma), compiled
+            logits, _labels_kernel, labels, alpha, float(gamma), compiled
         )

@@ -1,11 +1,15 @@
 """The registry of dense heads for FocalRetinaNet, and the paper's head."""
 
+import torch
+from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.utils.registry import Registry
 
 from .checks import check_at_least, check_in_range, check_registered
+from .losses import get_loss_class
+from .priors import set_classification_prior
 
 __all__ = ["RETINA_HEAD_REGISTRY", "build_retina_head", "FocalRetinaHead"]
 
@@ -16,7 +20,8 @@ Registry for FocalRetinaNet's heads, selected by ``MODEL.FOCAL_RETINA.HEAD_NAME`
 A head is built as ``head_class(cfg, input_shape)``, with ``input_shape: List[ShapeSpec]`` the
 shapes of the feature levels in ``MODEL.RETINANET.IN_FEATURES``, and called as
 ``head(features: List[Tensor]) -> (logits, deltas)``, where, for level i with A anchors per location,
-``logits[i]`` has shape (N, A * K, Hi, Wi) and ``deltas[i]`` (N, A * 4, Hi, Wi).
+``logits[i]`` has shape (N, A * C, Hi, Wi) and ``deltas[i]`` (N, A * 4, Hi, Wi); C = K, or
+K + 1 when the classification loss has a background logit (``background_logit``).
 """
 
 
@@ -49,8 +54,25 @@ class FocalRetinaHead(RetinaNetHead):
     zero bias, the final classification bias with b = -log((1 - pi) / pi).
 
     It is Detectron2's :class:`RetinaNetHead` (same parameters and names, so Detectron2
-    checkpoints load unchanged), built with its config checked.
+    checkpoints load unchanged), built with its config checked. For a loss over K + 1 classes
+    (``background_logit``) the last conv has (K + 1) * A outputs and its background bias starts
+    at log(K (1 - pi) / pi), the others at 0 (see :func:`retina_plugin.priors.classification_bias`).
     """
+
+    @configurable
+    def __init__(self, *, num_classes: int, prior_prob: float, background_logit=False, **kwargs):
+        """
+        Args:
+            num_classes: K.
+            prior_prob: pi, each class's probability at initialisation.
+            background_logit: give a (K + 1)-th logit, for background.
+            kwargs: the other arguments of Detectron2's :class:`RetinaNetHead`.
+        """
+        num_logits = num_classes + int(background_logit)
+        super().__init__(num_classes=num_logits, prior_prob=prior_prob, **kwargs)
+        if background_logit:
+            priors = torch.full((num_classes,), prior_prob, dtype=torch.float64)
+            set_classification_prior(self, priors, background_logit=True)
 
     @classmethod
     def from_config(cls, cfg, input_shape: list[ShapeSpec]):
@@ -73,4 +95,5 @@ class FocalRetinaHead(RetinaNetHead):
             "prior_prob": retina.PRIOR_PROB,
             "norm": retina.NORM,
             "num_anchors": num_anchors_per_location(cfg, input_shape),
+            "background_logit": get_loss_class(cfg).background_logit,
         }

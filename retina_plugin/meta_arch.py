@@ -12,13 +12,14 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
+from detectron2.structures import Boxes
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .checks import check_at_least, check_in_range, check_iou_bands
 from .head import build_retina_head
-from .losses import build_classification_loss
+from .losses import ClassificationLoss, build_classification_loss
 
 __all__ = ["FocalRetinaNet"]
 
@@ -54,9 +55,10 @@ class FocalRetinaNet(RetinaNet):
     ):
         """
         Args:
-            classification_loss: called as ``loss(pred_logits (M, K), gt_labels (M,))`` on the
-                anchors that are not ignored; returns the summed loss. See
-                :data:`retina_plugin.losses.CLASSIFICATION_LOSS_REGISTRY`.
+            classification_loss: a :class:`retina_plugin.losses.ClassificationLoss`, called as
+                ``loss(pred_logits (N, R, C), gt_labels (N, R), anchors (R, 4))``; returns the
+                summed loss. Its ``class_score_logits`` turns the head's logits into scores at
+                inference. See :data:`retina_plugin.losses.CLASSIFICATION_LOSS_REGISTRY`.
             normalizer_momentum: momentum of the moving average of the number of foreground
                 anchors that divides the losses (0: this step's count).
             sync_normalizer: average that count over all workers before using it.
@@ -68,6 +70,8 @@ class FocalRetinaNet(RetinaNet):
         """
         super().__init__(**kwargs)
         self.classification_loss = classification_loss
+        # C, the head's logits per anchor: K, or K + 1 with a background logit.
+        self.num_logits = self.num_classes + int(classification_loss.background_logit)
         self.normalizer_momentum = normalizer_momentum
         self.sync_normalizer = sync_normalizer
         self.amp_dtype = amp_dtype
@@ -144,12 +148,35 @@ class FocalRetinaNet(RetinaNet):
 
     def forward_training(self, images, features, predictions, gt_instances):
         with torch.autocast(self.device.type, enabled=False):
-            return super().forward_training(images, features, _float32(predictions), gt_instances)
+            # Detectron2's forward_training, with C = num_logits (not K) logits per anchor.
+            pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
+                _float32(predictions), [self.num_logits, 4]
+            )
+            anchors = self.anchor_generator(features)
+            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+            return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
 
     def forward_inference(self, images, features, predictions):
         # Box decoding and NMS in float16 / bfloat16 lose AP: keep them float32.
         with torch.autocast(self.device.type, enabled=False):
-            return super().forward_inference(images, features, _float32(predictions))
+            logits, deltas = _float32(predictions)
+            return super().forward_inference(images, features, [self._score_logits(logits), deltas])
+
+    def _score_logits(self, logits: list[Tensor]) -> list[Tensor]:
+        """
+        Per level, (N, A * C, Hi, Wi) logits -> (N, A * K, Hi, Wi) values whose sigmoid is the
+        class score (Detectron2's inference applies the sigmoid); unchanged for sigmoid losses.
+        """
+        loss = self.classification_loss
+        if type(loss).class_score_logits is ClassificationLoss.class_score_logits:
+            return logits
+        scores = []
+        for x in logits:
+            n, _, h, w = x.shape
+            x = x.view(n, -1, self.num_logits, h, w).movedim(2, -1)  # (N, A, Hi, Wi, C)
+            x = loss.class_score_logits(x).movedim(-1, 2)  # (N, A, K, Hi, Wi)
+            scores.append(x.reshape(n, -1, h, w))
+        return scores
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -164,8 +191,8 @@ class FocalRetinaNet(RetinaNet):
         """
         Args:
             anchors (list[Boxes]): one Boxes of (Hi * Wi * A) anchors per level.
-            pred_logits, pred_anchor_deltas (list[Tensor]): per level, (N, Hi * Wi * A, K) and
-                (N, Hi * Wi * A, 4).
+            pred_logits, pred_anchor_deltas (list[Tensor]): per level, (N, Hi * Wi * A, C) and
+                (N, Hi * Wi * A, 4), C = num_logits.
             gt_labels, gt_boxes (list[Tensor]): per image, (R,) labels in {-1, 0, ..., K} (-1:
                 ignored, K: background) and (R, 4) matched boxes, R = sum(Hi * Wi * A).
 
@@ -183,10 +210,9 @@ class FocalRetinaNet(RetinaNet):
             "loss_normalizer", max(num_pos_anchors, 1), 100, momentum=self.normalizer_momentum
         )
 
-        num_classes = pred_logits[0].shape[-1]
         # All N * R anchors; ignored ones (label -1) get no loss from the classification loss.
         loss_cls = self.classification_loss(
-            cat(pred_logits, dim=1).reshape(-1, num_classes), gt_labels.reshape(-1)
+            cat(pred_logits, dim=1), gt_labels, Boxes.cat(anchors).tensor
         )
         loss_box_reg = _dense_box_regression_loss(
             anchors,

@@ -62,7 +62,14 @@ def test_every_registered_name_resolves():
         is retina_plugin.OctaveAnchorGenerator
     )
     assert RETINA_HEAD_REGISTRY.get("FocalRetinaHead") is retina_plugin.FocalRetinaHead
-    assert CLASSIFICATION_LOSS_REGISTRY.get("SigmoidFocalLoss") is retina_plugin.SigmoidFocalLoss
+    for name in (
+        "SigmoidFocalLoss",
+        "SigmoidCrossEntropyLoss",
+        "SigmoidFocalLossStar",
+        "SoftmaxFocalLoss",
+        "OHEMCrossEntropyLoss",
+    ):
+        assert CLASSIFICATION_LOSS_REGISTRY.get(name) is getattr(retina_plugin, name)
     for registry in (RETINA_HEAD_REGISTRY, CLASSIFICATION_LOSS_REGISTRY):
         assert "Called as" in registry.__doc__ or "called as" in registry.__doc__
 
@@ -154,7 +161,72 @@ BAD_VALUES = [
         "MODEL.FOCAL_RETINA.LOSS_NAME",
         "HingeLoss",
         "MODEL.FOCAL_RETINA.LOSS_NAME = 'HingeLoss' is not registered in CLASSIFICATION_LOSS; "
-        "known: SigmoidFocalLoss.",
+        "known: OHEMCrossEntropyLoss, SigmoidCrossEntropyLoss, SigmoidFocalLoss, "
+        "SigmoidFocalLossStar, SoftmaxFocalLoss.",
+    ),
+    (
+        "MODEL.FOCAL_RETINA.CLASS_ALPHAS",
+        [0.25, 0.5],
+        "MODEL.FOCAL_RETINA.CLASS_ALPHAS = [0.25, 0.5] must hold one alpha in [0, 1] per class, "
+        "i.e. MODEL.RETINANET.NUM_CLASSES = 3 values (or be empty to use "
+        "MODEL.RETINANET.FOCAL_LOSS_ALPHA for every class).",
+    ),
+    (
+        "MODEL.FOCAL_RETINA.CLASS_ALPHAS",
+        [0.25, 0.5, 1.5],
+        "MODEL.FOCAL_RETINA.CLASS_ALPHAS = [0.25, 0.5, 1.5] must hold one alpha in [0, 1] per "
+        "class, i.e. MODEL.RETINANET.NUM_CLASSES = 3 values (or be empty to use "
+        "MODEL.RETINANET.FOCAL_LOSS_ALPHA for every class).",
+    ),
+]
+
+# Keys of the loss family, each with the loss that reads it.
+BAD_LOSS_VALUES = [
+    (
+        "SigmoidFocalLossStar",
+        "MODEL.RETINANET.FOCAL_LOSS_GAMMA",
+        0.0,
+        "MODEL.RETINANET.FOCAL_LOSS_GAMMA = 0.0 is out of range for SigmoidFocalLossStar: FL* "
+        "divides by gamma, so gamma must be > 0 (gamma = 1 with MODEL.FOCAL_RETINA.FL_STAR.BETA "
+        "= 0 is cross entropy).",
+    ),
+    (
+        "SigmoidFocalLossStar",
+        "MODEL.FOCAL_RETINA.FL_STAR.BETA",
+        float("nan"),
+        "MODEL.FOCAL_RETINA.FL_STAR.BETA = nan must be a finite number.",
+    ),
+    (
+        "SigmoidCrossEntropyLoss",
+        "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
+        2.0,
+        "MODEL.RETINANET.FOCAL_LOSS_ALPHA = 2.0 is out of range: alpha must lie in [0, 1], or be "
+        "negative (e.g. -1) to disable alpha-balancing.",
+    ),
+    (
+        "SoftmaxFocalLoss",
+        "MODEL.FOCAL_RETINA.CLASS_ALPHAS",
+        [0.1, 0.2, 0.3],
+        "MODEL.FOCAL_RETINA.CLASS_ALPHAS is not supported by SoftmaxFocalLoss (it has one "
+        "foreground alpha, MODEL.RETINANET.FOCAL_LOSS_ALPHA); set CLASS_ALPHAS to [].",
+    ),
+    (
+        "OHEMCrossEntropyLoss",
+        "MODEL.FOCAL_RETINA.OHEM.BATCH_SIZE_PER_IMAGE",
+        0,
+        "MODEL.FOCAL_RETINA.OHEM.BATCH_SIZE_PER_IMAGE = 0 is out of range: it must be >= 1.",
+    ),
+    (
+        "OHEMCrossEntropyLoss",
+        "MODEL.FOCAL_RETINA.OHEM.POSITIVE_FRACTION",
+        1.5,
+        "MODEL.FOCAL_RETINA.OHEM.POSITIVE_FRACTION = 1.5 is out of range: it must lie in (0, 1].",
+    ),
+    (
+        "OHEMCrossEntropyLoss",
+        "MODEL.FOCAL_RETINA.OHEM.NMS_THRESH",
+        -0.1,
+        "MODEL.FOCAL_RETINA.OHEM.NMS_THRESH = -0.1 is out of range: it must lie in [0, 1].",
     ),
 ]
 
@@ -165,6 +237,19 @@ BAD_VALUES = [
 def test_config_errors_at_build_time(key, value, message):
     cfg = tiny_config()
     cfg.merge_from_list([key, value])
+    with pytest.raises(ValueError) as error:
+        build_model(cfg)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "loss_name, key, value, message",
+    BAD_LOSS_VALUES,
+    ids=[f"{n}:{k}={v}" for n, k, v, _ in BAD_LOSS_VALUES],
+)
+def test_loss_config_errors_at_build_time(loss_name, key, value, message):
+    cfg = tiny_config()
+    cfg.merge_from_list(["MODEL.FOCAL_RETINA.LOSS_NAME", loss_name, key, value])
     with pytest.raises(ValueError) as error:
         build_model(cfg)
     assert str(error.value) == message

@@ -1,0 +1,90 @@
+"""The registry of classification losses, the interface they share, and their config checks."""
+
+import math
+
+from detectron2.utils.registry import Registry
+from torch import Tensor, nn
+
+from ..checks import check_at_least, check_registered
+
+__all__ = [
+    "CLASSIFICATION_LOSS_REGISTRY",
+    "ClassificationLoss",
+    "build_classification_loss",
+    "loss_alpha_from_config",
+]
+
+CLASSIFICATION_LOSS_REGISTRY = Registry("CLASSIFICATION_LOSS")
+CLASSIFICATION_LOSS_REGISTRY.__doc__ = """
+Registry for FocalRetinaNet's classification losses, selected by ``MODEL.FOCAL_RETINA.LOSS_NAME``.
+
+A loss is a :class:`ClassificationLoss`, built as ``loss_class(cfg)`` and called as
+``loss(pred_logits, gt_labels, anchors) -> Tensor``: ``pred_logits`` (N, R, C) are the head's
+logits of all R anchors of N images, C = K (or K + 1 for a loss with ``background_logit``);
+``gt_labels`` (N, R) int64 holds each anchor's class in [0, K), K for background, or -1 for an
+anchor to ignore (no loss, no gradient); ``anchors`` (R, 4) are the anchor boxes (XYXY, shared by
+the images). It returns the summed (not averaged) loss, a scalar; FocalRetinaNet divides it by
+the number of foreground anchors.
+"""
+
+
+class ClassificationLoss(nn.Module):
+    """
+    The interface of a classification loss: the call above, how many logits per anchor the head
+    must give, and how logits become the class scores used at inference.
+    """
+
+    # True: the head gives K + 1 logits per anchor, the last one for background.
+    background_logit: bool = False
+
+    def class_score_logits(self, logits: Tensor) -> Tensor:
+        """
+        (..., C) logits -> (..., K) values whose sigmoid is each class's score at inference
+        (Detectron2's inference applies the sigmoid). Identity for the sigmoid losses.
+        """
+        return logits
+
+
+def build_classification_loss(cfg) -> ClassificationLoss:
+    """Build the loss named by ``cfg.MODEL.FOCAL_RETINA.LOSS_NAME``."""
+    return get_loss_class(cfg)(cfg)
+
+
+def get_loss_class(cfg) -> type:
+    """The class registered as ``cfg.MODEL.FOCAL_RETINA.LOSS_NAME`` (checked)."""
+    name = cfg.MODEL.FOCAL_RETINA.LOSS_NAME
+    check_registered("MODEL.FOCAL_RETINA.LOSS_NAME", name, CLASSIFICATION_LOSS_REGISTRY)
+    return CLASSIFICATION_LOSS_REGISTRY.get(name)
+
+
+def check_alpha(alpha: float):
+    """alpha in [0, 1] (negative: no balancing), as MODEL.RETINANET.FOCAL_LOSS_ALPHA."""
+    if math.isnan(alpha) or alpha > 1:
+        raise ValueError(
+            f"MODEL.RETINANET.FOCAL_LOSS_ALPHA = {alpha} is out of range: alpha must lie in "
+            "[0, 1], or be negative (e.g. -1) to disable alpha-balancing."
+        )
+
+
+def check_focal_loss_config(alpha: float, gamma: float):
+    """alpha in [0, 1] (negative: no balancing), gamma >= 0, as MODEL.RETINANET keys."""
+    check_alpha(alpha)
+    check_at_least("MODEL.RETINANET.FOCAL_LOSS_GAMMA", gamma, 0)
+
+
+def loss_alpha_from_config(cfg):
+    """
+    The alpha of the sigmoid losses: ``MODEL.FOCAL_RETINA.CLASS_ALPHAS`` (one alpha_k per class,
+    checked) when given, else the scalar ``MODEL.RETINANET.FOCAL_LOSS_ALPHA``.
+    """
+    class_alphas = cfg.MODEL.FOCAL_RETINA.CLASS_ALPHAS
+    if not class_alphas:
+        return cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    if len(class_alphas) != num_classes or not all(0 <= a <= 1 for a in class_alphas):
+        raise ValueError(
+            f"MODEL.FOCAL_RETINA.CLASS_ALPHAS = {list(class_alphas)} must hold one alpha in "
+            f"[0, 1] per class, i.e. MODEL.RETINANET.NUM_CLASSES = {num_classes} values (or be "
+            "empty to use MODEL.RETINANET.FOCAL_LOSS_ALPHA for every class)."
+        )
+    return tuple(float(a) for a in class_alphas)

@@ -20,7 +20,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from retina_plugin import load_config
-from retina_plugin.data import check_num_classes, register_datasets_from_config
+from retina_plugin.data import (
+    build_test_loader,
+    build_train_loader,
+    check_num_classes,
+    register_datasets_from_config,
+)
 from retina_plugin.engine import (
     SafeCheckpointer,
     any_device_amp,
@@ -56,13 +61,14 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        loader = super().build_train_loader(cfg)
+        # Boxes sanitised per dataset, images read by RobustDatasetMapper (files named on error).
+        loader = build_train_loader(cfg)
         check_num_classes(cfg, cfg.DATASETS.TRAIN)
         return loader
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        loader = super().build_test_loader(cfg, dataset_name)
+        loader = build_test_loader(cfg, dataset_name)
         check_num_classes(cfg, [dataset_name])
         return loader
 

@@ -1,14 +1,16 @@
 """Register the datasets a config names, and check them against the model before training."""
 
+import functools
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.utils import comm
 
-from .shapes import register_shapes_datasets
+from ..checks import check_at_least
+from .coco_json import load_checked_coco_json
+from .shapes import SHAPES_MIN_IMAGE_SIZE, register_shapes_datasets
 
-__all__ = ["register_datasets_from_config", "check_num_classes"]
+__all__ = ["register_datasets_from_config", "check_dataset_config", "check_num_classes"]
 
 SHAPES_NAMES = ("shapes_train", "shapes_val")
 
@@ -17,8 +19,10 @@ def register_datasets_from_config(cfg):
     """
     Register ``DATASETS.FOCAL_RETINA.COCO`` ([name, json_file, image_root] triples) and, when
     ``DATASETS.TRAIN`` or ``DATASETS.TEST`` name them, the embedded ``shapes_train`` /
-    ``shapes_val`` datasets (generated into their cache on first use).
+    ``shapes_val`` datasets (generated into their cache on first use). The COCO datasets load
+    with ``load_checked_coco_json``: Detectron2's loader with errors that name what is wrong.
     """
+    check_dataset_config(cfg)
     for entry in cfg.DATASETS.FOCAL_RETINA.COCO:
         if len(entry) != 3 or not all(isinstance(x, str) for x in entry):
             raise ValueError(
@@ -48,6 +52,24 @@ def register_datasets_from_config(cfg):
             _register_shapes(cfg.DATASETS.FOCAL_RETINA.SHAPES)
 
 
+def check_dataset_config(cfg):
+    """Raise ``ValueError`` naming the key and its value if a ``DATASETS.FOCAL_RETINA.SHAPES``
+    key is out of range (checked whether or not the shapes datasets are used)."""
+    shapes = cfg.DATASETS.FOCAL_RETINA.SHAPES
+    prefix = "DATASETS.FOCAL_RETINA.SHAPES"
+    for key, low in (
+        ("NUM_TRAIN", 1),
+        ("NUM_VAL", 1),
+        # Below this the largest objects are barely larger than the smallest (12 px).
+        ("IMAGE_SIZE", SHAPES_MIN_IMAGE_SIZE),
+        ("SEED", 0),
+    ):
+        value = shapes[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{prefix}.{key} = {value!r} must be an integer >= {low}.")
+        check_at_least(f"{prefix}.{key}", value, low)
+
+
 def _register_shapes(shapes_cfg):
     register_shapes_datasets(
         root=shapes_cfg.ROOT or None,
@@ -67,7 +89,11 @@ def _register_coco(name: str, json_file: str, image_root: str):
             f"DATASETS.FOCAL_RETINA.COCO: a dataset named {name!r} is already registered "
             f"(json_file={metadata.get('json_file')!r}); choose another name."
         )
-    register_coco_instances(name, {}, json_file, image_root)
+    # As Detectron2's register_coco_instances, with our checking loader.
+    DatasetCatalog.register(
+        name, functools.partial(load_checked_coco_json, json_file, image_root, name)
+    )
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
 
 
 def check_num_classes(cfg, dataset_names):

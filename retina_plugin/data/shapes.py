@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SHAPES_CLASSES",
     "SHAPES_CLASS_WEIGHTS",
+    "SHAPES_MIN_IMAGE_SIZE",
     "default_shapes_root",
     "generate_shapes_split",
     "register_shapes_datasets",
@@ -63,6 +64,9 @@ _GENERATOR_VERSION = 2
 _ANNOTATIONS = "annotations.json"
 _IMAGES = "images"
 _MARKER = "COMPLETE"
+
+# Smallest image side: below 32 px the largest objects would be barely larger than the smallest.
+SHAPES_MIN_IMAGE_SIZE = 32
 
 _EMPTY_EVERY = 20  # one image in this many is empty
 _MIN_OBJECT_SIZE = 12.0  # px, geometric mean of the box sides
@@ -104,9 +108,10 @@ def _check_split_args(split: str, num_images: int, image_size: int, seed: int):
         raise ValueError(f"split = {split!r} must be a non-empty name of letters, digits or _.")
     if int(num_images) != num_images or num_images < 1:
         raise ValueError(f"num_images = {num_images} must be an integer >= 1.")
-    # Below 32 px the largest objects would be barely larger than the smallest.
-    if int(image_size) != image_size or image_size < 32:
-        raise ValueError(f"image_size = {image_size} must be an integer >= 32.")
+    if int(image_size) != image_size or image_size < SHAPES_MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size = {image_size} must be an integer >= {SHAPES_MIN_IMAGE_SIZE}."
+        )
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed = {seed} must be an integer >= 0.")
 

@@ -5,6 +5,7 @@ during a real train_net run. Every bad file is generated here."""
 import gc
 import json
 import logging
+import multiprocessing
 import time
 
 import pytest
@@ -493,6 +494,11 @@ def test_truncated_image_in_a_worker_stops_training_naming_the_file(tmp_path):
     )
     # The whole run (model build included) ends in seconds, not at a timeout.
     assert elapsed < 60, elapsed
+    # ... and leaves no data-loader worker behind.
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
 
 
 def test_write_image_helper_draws_boxes(tmp_path):

@@ -5,7 +5,9 @@ during a real train_net run. Every bad file is generated here."""
 import gc
 import json
 import logging
-import multiprocessing
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -30,6 +32,7 @@ from retina_plugin.data import (
 )
 from tests.data_files import coco_dict, truncate, write_coco_dataset, write_image, write_json
 from tests.test_train_net import QUICKSTART, tiny_overrides
+from tests.utils import REPO_ROOT
 
 
 def data_config(*train_names, **coco):
@@ -463,7 +466,9 @@ def test_shapes_keys_checked_by_train_net_before_anything_runs(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_truncated_image_in_a_worker_stops_training_naming_the_file(tmp_path):
+def truncated_dataset_overrides(tmp_path):
+    """train_net overrides: a tiny training (2 data-loader workers) on 5 JPEGs, one truncated.
+    Returns (overrides, the truncated file)."""
     boxes = [[(1, [8, 8, 24, 24])]] * 5
     json_file, image_root = write_coco_dataset(tmp_path / "data", boxes, ext="jpg")
     bad = truncate(f"{image_root}/003.jpg", keep=0.4)
@@ -474,6 +479,19 @@ def test_truncated_image_in_a_worker_stops_training_naming_the_file(tmp_path):
         "MODEL.RETINANET.NUM_CLASSES", "3", "DATALOADER.NUM_WORKERS", "2",
         "MODEL.FOCAL_RETINA.COMPILE", "False", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0",
     ]  # fmt: skip
+    return overrides, bad
+
+
+def assert_names_the_truncated_file(message, bad):
+    assert f"ImageReadError: Cannot read image {bad!r}: " in message
+    # PIL's own words ("Truncated File Read (OSError)") come between.
+    assert "The file is truncated, corrupt or not an image: replace it, or remove its entry " in (
+        message
+    )
+
+
+def test_truncated_image_in_a_worker_stops_training_naming_the_file(tmp_path):
+    overrides, bad = truncated_dataset_overrides(tmp_path)
     args = default_argument_parser().parse_args(["--config-file", QUICKSTART, *overrides])
     start = time.monotonic()
     try:
@@ -485,20 +503,27 @@ def test_truncated_image_in_a_worker_stops_training_naming_the_file(tmp_path):
         DatasetCatalog.remove("truncated_train")
         MetadataCatalog.remove("truncated_train")
         error = None
-        gc.collect()  # ends the data-loader workers held by the failed trainer
+        gc.collect()  # lets the failed trainer's data-loader workers end
     assert message.startswith("Caught ImageReadError in DataLoader worker process ")
-    # PIL's own words ("Truncated File Read (OSError)") sit between these two parts.
-    assert f"ImageReadError: Cannot read image {bad!r}: " in message
-    assert "The file is truncated, corrupt or not an image: replace it, or remove its entry " in (
-        message
-    )
+    assert_names_the_truncated_file(message, bad)
     # The whole run (model build included) ends in seconds, not at a timeout.
     assert elapsed < 60, elapsed
-    # ... and leaves no data-loader worker behind.
-    deadline = time.monotonic() + 10
-    while multiprocessing.active_children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert multiprocessing.active_children() == []
+
+
+def test_truncated_image_in_a_worker_ends_the_train_net_process(tmp_path):
+    # As a command: the process, its data-loader workers included, exits, and stderr names
+    # the file.
+    overrides, bad = truncated_dataset_overrides(tmp_path)
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", QUICKSTART,
+         *overrides],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert_names_the_truncated_file(done.stderr, bad)
+    assert elapsed < 120, elapsed  # imports included; a hang would meet the 300 s timeout
 
 
 def test_write_image_helper_draws_boxes(tmp_path):

@@ -292,6 +292,20 @@ def test_datasets_registered_in_python_are_sanitised_too(plugin_logs):
     )
 
 
+def test_dataset_registered_as_a_torch_dataset_is_refused():
+    DatasetCatalog.register("torch_dataset", lambda: torch.utils.data.TensorDataset(torch.ones(2)))
+    try:
+        with pytest.raises(TypeError) as error:
+            load_train_datasets(data_config("torch_dataset"))
+    finally:
+        DatasetCatalog.remove("torch_dataset")
+    assert str(error.value) == (
+        "Training dataset 'torch_dataset' is a TensorDataset, not a list of records: "
+        "retina-plugin checks the boxes of each record before training, so register a function "
+        "that returns list[dict] (Detectron2's dataset format)."
+    )
+
+
 def test_dataset_empty_after_filtering_names_each_dataset_and_why(tmp_path, register):
     good_json, good_root = write_coco_dataset(tmp_path / "good", [[(1, [4, 4, 20, 20])]])
     bad_json, bad_root = write_coco_dataset(

@@ -69,6 +69,7 @@ def load_train_datasets(cfg) -> dict[str, list[dict]]:
 
     Raises:
         EmptyDatasetError: naming each dataset left without images, and why.
+        TypeError: a dataset registered as a torch Dataset rather than a list of records.
     """
     names = list(cfg.DATASETS.TRAIN)
     if not names:
@@ -86,6 +87,12 @@ def load_train_datasets(cfg) -> dict[str, list[dict]]:
             if cfg.MODEL.LOAD_PROPOSALS
             else None,
         )
+        if not isinstance(dicts, list):
+            raise TypeError(
+                f"Training dataset {name!r} is a {type(dicts).__name__}, not a list of records: "
+                "retina-plugin checks the boxes of each record before training, so register a "
+                "function that returns list[dict] (Detectron2's dataset format)."
+            )
         dicts, counts = sanitize_boxes(dicts, name)
         if filter_empty:
             dicts = filter_images_with_only_crowd_annotations(dicts)

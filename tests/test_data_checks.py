@@ -292,6 +292,22 @@ def test_datasets_registered_in_python_are_sanitised_too(plugin_logs):
     )
 
 
+def test_shapes_train_is_sanitised_with_nothing_to_drop(tmp_path, plugin_logs):
+    cfg = data_config("shapes_train")
+    shapes = cfg.DATASETS.FOCAL_RETINA.SHAPES
+    shapes.ROOT, shapes.NUM_TRAIN, shapes.NUM_VAL, shapes.IMAGE_SIZE = str(tmp_path), 6, 1, 32
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    register_datasets_from_config(cfg)
+    records = load_train_datasets(cfg)["shapes_train"]
+    num_boxes = sum(len(r["annotations"]) for r in records)
+    assert num_boxes > 0
+    assert (
+        f"Dataset 'shapes_train': 6 images, {num_boxes} boxes; dropped 0 with non-finite "
+        "coordinates, 0 with zero or negative width or height, 0 wholly outside the image; "
+        f"clipped 0 partly outside the image; kept {num_boxes}." in plugin_logs.text
+    )
+
+
 def test_dataset_registered_as_a_torch_dataset_is_refused():
     DatasetCatalog.register("torch_dataset", lambda: torch.utils.data.TensorDataset(torch.ones(2)))
     try:

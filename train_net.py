@@ -27,10 +27,14 @@ from retina_plugin.data import (
     register_datasets_from_config,
 )
 from retina_plugin.engine import (
+    NoEvaluationAfterFailure,
     SafeCheckpointer,
     any_device_amp,
     any_device_ddp,
+    build_lr_scheduler,
     build_optimizer,
+    check_iterations_left,
+    check_solver_config,
     safe_checkpointer,
 )
 from retina_plugin.priors import apply_frequency_prior
@@ -39,12 +43,14 @@ from retina_plugin.visualization import save_dataset_visualizations
 logger = logging.getLogger("retina_plugin")
 
 
-class Trainer(DefaultTrainer):
-    """Detectron2's DefaultTrainer with COCO evaluation, dataset checks, atomic checkpoints and a
-    resume that falls back to the newest complete one, and DDP and AMP that work on the CPU too
-    (Detectron2's fail there)."""
+class Trainer(NoEvaluationAfterFailure, DefaultTrainer):
+    """Detectron2's DefaultTrainer with COCO evaluation, dataset and solver checks, atomic
+    checkpoints, a resume that falls back to the newest complete one and stops on a changed model
+    or a MAX_ITER already reached, no evaluation after a failure (so other workers are not left
+    waiting), and DDP and AMP that work on the CPU too (Detectron2's fail there)."""
 
     def __init__(self, cfg):
+        check_solver_config(cfg, comm.get_world_size())
         with any_device_ddp(), any_device_amp(), safe_checkpointer():
             super().__init__(cfg)
         # Before resume_or_load: a checkpoint's biases replace these.
@@ -58,6 +64,15 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)  # warns when a resume changes MAX_ITER
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            check_iterations_left(self.checkpointer.loaded_file, self.start_iter, self.max_iter)
 
     @classmethod
     def build_train_loader(cls, cfg):

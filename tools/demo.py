@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 from retina_plugin import load_config
 from retina_plugin.data import register_datasets_from_config
+from retina_plugin.engine import safe_checkpointer
 from retina_plugin.visualization import draw_detections
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -87,7 +88,8 @@ def run(args) -> int:
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     dataset_ids = metadata.get("thing_dataset_id_to_contiguous_id", {})
     contiguous_to_dataset_id = {v: k for k, v in dataset_ids.items()}
-    predictor = DefaultPredictor(cfg)
+    with safe_checkpointer():  # MODEL.WEIGHTS is read as weights only, never unpickled freely
+        predictor = DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)
     detections, failures = [], []
     for path in list_images(args.input):

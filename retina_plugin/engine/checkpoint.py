@@ -1,10 +1,13 @@
-"""Checkpoints that are never half-written, and a resume that never silently starts over.
+"""Checkpoints that are never half-written, a resume that never silently starts over or
+changes the model, and loading that never runs code from a file.
 
 Detectron2 writes ``model_*.pth`` and ``last_checkpoint`` in place: a crash or a full disk during
 a save leaves a truncated file, and ``last_checkpoint`` may name it. Here every write goes to a
 temporary file that is renamed over the target only once complete, and ``--resume`` falls back
 to the newest complete checkpoint (with a warning) when ``last_checkpoint`` is empty, unreadable
-or names a missing or broken file.
+or names a missing or broken file. A resume into a model of other shapes (e.g. another
+``NUM_CLASSES``) is refused (see ``resume.py``), and every file is read as weights only
+(see ``safe_load.py``).
 """
 
 import contextlib
@@ -14,8 +17,11 @@ import os
 import zipfile
 from unittest import mock
 
-from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint import DetectionCheckpointer, detection_checkpoint
 from detectron2.engine import defaults
+
+from .resume import check_model_fits_checkpoint
+from .safe_load import load_torch_checkpoint, restricted_loaders
 
 __all__ = ["SafeCheckpointer", "safe_checkpointer"]
 
@@ -70,12 +76,43 @@ def is_complete_checkpoint(path: str) -> bool:
 
 
 class SafeCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer with atomic writes and a resume that falls back to the newest
-    complete checkpoint in its folder."""
+    """DetectionCheckpointer with atomic writes, a resume that falls back to the newest complete
+    checkpoint in its folder and refuses a model of other shapes, and weights-only loading.
+
+    Attributes:
+        loaded_file: the file the last :meth:`load` read ("" before any).
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.path_manager = _AtomicWrites(self.path_manager)
+        self.loaded_file = ""
+        self._resuming = False
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        self._resuming = resume and self.has_checkpoint()
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._resuming = False
+
+    def load(self, path: str, *args, **kwargs):
+        self.loaded_file = path
+        return super().load(path, *args, **kwargs)
+
+    def _load_file(self, filename: str):
+        # Detectron2 reads .pkl files with pickle.load and .pyth files with torch.load in this
+        # method; both get weights-only stand-ins for this call.
+        with mock.patch.multiple(detection_checkpoint, **restricted_loaders(filename)):
+            return super()._load_file(filename)
+
+    def _torch_load(self, f: str):
+        return load_torch_checkpoint(f)  # fvcore's torch.load relies on the default weights_only
+
+    def _load_model(self, checkpoint):
+        if self._resuming:
+            check_model_fits_checkpoint(self.loaded_file, checkpoint["model"], self.model)
+        return super()._load_model(checkpoint)
 
     def has_checkpoint(self) -> bool:
         # Checkpoints without a last_checkpoint still mean "resume", not "start over".

@@ -1,0 +1,174 @@
+"""Checkpoints are read as weights only: our own load with torch.load(weights_only=True), model-zoo
+.pkl weights load through a restricted unpickler, and a file that needs more is refused, naming
+the file and the Python global, before any of its code runs."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+import train_net
+from retina_plugin.engine import SafeCheckpointer, UnsafeCheckpointError
+from tests.test_train_net import QUICKSTART, parse, tiny_overrides
+from tests.utils import tiny_config
+
+REFUSED = (
+    "refused, since unpickling it would run code that the file chooses. Weights need only "
+    "tensors (numpy arrays in a .pkl): if you trust this file, re-save its weights as plain "
+    "tensors, e.g. torch.save({'model': state_dict}, 'weights.pth'), and load that."
+)
+
+
+class CreatesFileWhenUnpickled:
+    """Unpickling this calls open(path, "w"): proof that the file's code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+class PlainObject:
+    """An instance of an arbitrary class: unpickling it imports and builds that class."""
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return build_model(tiny_config())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two SGD + AMP iterations of 4 images, a checkpoint after each."""
+    root = tmp_path_factory.mktemp("safe_load")
+    overrides = tiny_overrides(root / "shapes", root / "output", max_iter=2) + [
+        "SOLVER.FOCAL_RETINA.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001",
+        # AMP with 2 images per step gave a NaN loss here (BatchNorm over 2 images in bfloat16).
+        "SOLVER.AMP.ENABLED", "True", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.CHECKPOINT_PERIOD", "1",
+        "DATASETS.TEST", "()", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0",
+    ]  # fmt: skip
+    train_net.main(parse("--config-file", QUICKSTART, *overrides))
+    return root
+
+
+def test_our_checkpoints_load_weights_only(trained):
+    output = trained / "output"
+    names = ["model_0000000.pth", "model_0000001.pth", "model_final.pth"]
+    assert sorted(p.name for p in output.glob("*.pth")) == names
+    for path in output.glob("*.pth"):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        assert set(checkpoint) == {"model", "trainer", "iteration"}
+        trainer = checkpoint["trainer"]
+        assert trainer["iteration"] == checkpoint["iteration"]
+        assert set(trainer["hooks"]) == {"LRScheduler"}
+        assert set(trainer["hooks"]["LRScheduler"]) == {"base_lrs", "last_epoch", "max_iter"}
+        # SGD's momentum buffers, and the (disabled on the CPU) AMP gradient scaler's state.
+        assert set(trainer["_trainer"]) == {"iteration", "optimizer", "grad_scaler"}
+        state = trainer["_trainer"]["optimizer"]["state"]
+        assert state and all("momentum_buffer" in s for s in state.values())
+    final = torch.load(output / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == 1 and final["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == 2
+
+
+def _evil_checkpoint(path, payload):
+    torch.save({"model": _tiny_model().state_dict(), "iteration": 9, "payload": payload}, path)
+
+
+@pytest.mark.parametrize(
+    "payload, global_name",
+    [
+        (CreatesFileWhenUnpickled, "io.open"),
+        (lambda marker: PlainObject(), "tests.test_safe_load.PlainObject"),
+    ],
+)
+def test_pth_needing_unpickling_is_refused(tmp_path, payload, global_name):
+    marker = tmp_path / "code_ran"
+    checkpoint = tmp_path / "model_0000009.pth"
+    _evil_checkpoint(checkpoint, payload(marker))
+    with pytest.raises(UnsafeCheckpointError) as error:
+        SafeCheckpointer(_tiny_model(), save_dir=str(tmp_path)).resume_or_load("", resume=True)
+    assert (
+        str(error.value) == f"{checkpoint}: it names the Python global '{global_name}'; {REFUSED}"
+    )
+    assert not marker.exists()
+
+
+def test_the_payload_is_live(tmp_path):
+    """The file above does run code when unpickled freely: the refusal is what prevents it."""
+    marker = tmp_path / "code_ran"
+    _evil_checkpoint(tmp_path / "evil.pth", CreatesFileWhenUnpickled(marker))
+    torch.load(tmp_path / "evil.pth", weights_only=False)
+    assert marker.exists()
+
+
+def _entry_point_args(root, weights, entry_point):
+    overrides = tiny_overrides(root / "shapes", root / "out", max_iter=2)
+    if entry_point == "eval-only":
+        return parse(
+            "--config-file", QUICKSTART, "--eval-only", *overrides, "MODEL.WEIGHTS", weights
+        )
+    return parse("--config-file", QUICKSTART, *overrides, "MODEL.WEIGHTS", weights)
+
+
+@pytest.mark.parametrize("entry_point", ["train", "eval-only", "demo"])
+def test_every_entry_point_refuses(trained, tmp_path, entry_point):
+    from tools import demo
+
+    marker = tmp_path / "code_ran"
+    weights = tmp_path / "evil.pth"
+    _evil_checkpoint(weights, CreatesFileWhenUnpickled(marker))
+    with pytest.raises(UnsafeCheckpointError) as error:
+        if entry_point == "demo":
+            (tmp_path / "in.png").write_bytes(b"")
+            args = demo.get_parser().parse_args(
+                ["--config-file", QUICKSTART, "--input", str(tmp_path / "in.png")]
+                + ["--output", str(tmp_path / "out"), "--opts", "MODEL.WEIGHTS", str(weights)]
+            )
+            demo.run(args)
+        else:
+            train_net.main(_entry_point_args(trained, str(weights), entry_point))
+    assert str(error.value) == f"{weights}: it names the Python global 'io.open'; {REFUSED}"
+    assert not marker.exists()
+
+
+def _detectron2_pkl(path, state_dict, numpy1_names=False):
+    """Weights in Detectron2's model-zoo .pkl format: numpy arrays, pickle protocol 2."""
+    data = {
+        "model": {k: v.numpy() for k, v in state_dict.items()},
+        "__author__": "retina-plugin tests",
+        "iteration": np.int64(7),
+    }
+    raw = pickle.dumps(data, protocol=2)
+    if numpy1_names:  # as written by numpy 1 (and Python 2), which model-zoo files were
+        raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    path.write_bytes(raw)
+
+
+@pytest.mark.parametrize("numpy1_names", [False, True])
+def test_detectron2_pkl_loads_into_a_model(tmp_path, numpy1_names):
+    source = _tiny_model()
+    path = tmp_path / "weights.pkl"
+    _detectron2_pkl(path, source.state_dict(), numpy1_names)
+    torch.manual_seed(1)
+    model = build_model(tiny_config())
+    assert not torch.equal(model.head.cls_score.weight, source.head.cls_score.weight)
+    extra = SafeCheckpointer(model).load(str(path))
+    assert extra["iteration"] == 7
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_pkl_with_other_globals_is_refused(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "weights.pkl"
+    data = {"model": {}, "__author__": "someone", "x": CreatesFileWhenUnpickled(marker)}
+    path.write_bytes(pickle.dumps(data, protocol=2))
+    with pytest.raises(UnsafeCheckpointError) as error:
+        SafeCheckpointer(_tiny_model()).load(str(path))
+    assert str(error.value) == f"{path}: it names the Python global 'io.open'; {REFUSED}"
+    assert not marker.exists()
+    assert os.listdir(tmp_path) == ["weights.pkl"]

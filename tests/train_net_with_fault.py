@@ -1,0 +1,53 @@
+"""train_net.py with one worker that fails during training, for tests/test_multiprocess_faults.py.
+
+    python -m tests.train_net_with_fault --fail-rank 1 --fail-at-iter 1 \\
+        --num-gpus 2 --config-file configs/quickstart.yaml KEY VALUE ...
+
+The worker of rank ``--fail-rank`` raises ``RuntimeError`` as iteration ``--fail-at-iter``
+begins (as a data or forward error would), so every other worker waits in that iteration's
+gradient all-reduce for the failed one: the situation in which a run hangs until the collective
+timeout unless the failure is propagated.
+"""
+
+from detectron2.engine import HookBase, default_argument_parser, launch
+from detectron2.utils import comm
+
+import train_net
+
+
+class FailAtIteration(HookBase):
+    """Raise on one rank as a given iteration begins."""
+
+    def __init__(self, rank: int, iteration: int):
+        self.rank, self.iteration = rank, iteration
+
+    def before_step(self):
+        if comm.get_rank() == self.rank and self.trainer.iter == self.iteration:
+            raise RuntimeError(
+                f"Injected fault: rank {self.rank} fails at iteration {self.iteration}."
+            )
+
+
+def main(args):
+    class TrainerWithFault(train_net.Trainer):
+        def build_hooks(self):
+            return super().build_hooks() + [FailAtIteration(args.fail_rank, args.fail_at_iter)]
+
+    # Runs in every spawned worker (launch pickles `main` by name, not train_net.Trainer).
+    train_net.Trainer = TrainerWithFault
+    return train_net.main(args)
+
+
+if __name__ == "__main__":
+    parser = default_argument_parser()
+    parser.add_argument("--fail-rank", type=int, required=True)
+    parser.add_argument("--fail-at-iter", type=int, required=True)
+    args = parser.parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

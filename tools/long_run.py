@@ -3,7 +3,7 @@
 A long training on the embedded shapes dataset that records memory and speed as it goes, to show
 whether either drifts (a leak in the model, the data-loader workers or the loop).
 
-    python -m tools.long_run --max-iter 3000 --num-workers 4 --interval 100 --warmup-iters 500
+    python -m tools.long_run --max-iter 2500 --num-workers 4 --interval 100 --warmup-iters 300
 
 (run from the repository root, with ``-m``: it uses train_net.py's Trainer). Every ``--interval``
 iterations it records the iterations/s since the last record and the memory of the main process
@@ -166,12 +166,12 @@ def write_csv(rows: list, path: str):
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--config-file", default="configs/quickstart.yaml", metavar="FILE")
-    parser.add_argument("--max-iter", type=int, default=3000)
+    parser.add_argument("--max-iter", type=int, default=2500)
     parser.add_argument("--num-workers", type=int, default=4, help="data-loader workers")
     parser.add_argument("--batch", type=int, default=2, help="images per step")
     parser.add_argument("--image-size", type=int, default=64, help="shapes images, pixels")
     parser.add_argument("--interval", type=int, default=100, help="iterations between records")
-    parser.add_argument("--warmup-iters", type=int, default=500, help="left out of the growth")
+    parser.add_argument("--warmup-iters", type=int, default=300, help="left out of the growth")
     parser.add_argument("--output", default="output/long_run", help="OUTPUT_DIR")
     parser.add_argument("--csv", default="", help="default: OUTPUT_DIR/long_run.csv")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")

@@ -172,3 +172,32 @@ def test_pkl_with_other_globals_is_refused(tmp_path):
     assert str(error.value) == f"{path}: it names the Python global 'io.open'; {REFUSED}"
     assert not marker.exists()
     assert os.listdir(tmp_path) == ["weights.pkl"]
+
+
+def test_refused_even_where_torch_load_defaults_to_unsafe(tmp_path, monkeypatch):
+    """fvcore calls torch.load without weights_only, which this variable turns unsafe; we pass
+    weights_only=True ourselves."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "code_ran"
+    checkpoint = tmp_path / "evil.pth"
+    _evil_checkpoint(checkpoint, CreatesFileWhenUnpickled(marker))
+    with pytest.raises(UnsafeCheckpointError):
+        SafeCheckpointer(_tiny_model()).load(str(checkpoint))
+    assert not marker.exists()
+
+
+def test_pycls_pyth_is_read_weights_only(tmp_path):
+    source = _tiny_model()
+    good, evil = tmp_path / "good.pyth", tmp_path / "evil.pyth"
+    torch.save({"model_state": source.state_dict()}, good)
+    marker = tmp_path / "code_ran"
+    torch.save({"model_state": {}, "x": CreatesFileWhenUnpickled(marker)}, evil)
+    model = _tiny_model()
+    with torch.no_grad():
+        model.head.cls_score.weight.zero_()
+    SafeCheckpointer(model).load(str(good))
+    assert torch.equal(model.head.cls_score.weight, source.head.cls_score.weight)
+    with pytest.raises(UnsafeCheckpointError) as error:
+        SafeCheckpointer(model).load(str(evil))
+    assert str(error.value) == f"{evil}: it names the Python global 'io.open'; {REFUSED}"
+    assert not marker.exists()

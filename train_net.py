@@ -46,8 +46,8 @@ logger = logging.getLogger("retina_plugin")
 class Trainer(NoEvaluationAfterFailure, DefaultTrainer):
     """Detectron2's DefaultTrainer with COCO evaluation, dataset and solver checks, atomic
     checkpoints, a resume that falls back to the newest complete one and stops on a changed model
-    or a MAX_ITER already reached, no evaluation after a failure (so other workers are not left
-    waiting), and DDP and AMP that work on the CPU too (Detectron2's fail there)."""
+    or a MAX_ITER below the iterations done, no evaluation after a failure (so other workers are
+    not left waiting), and DDP and AMP that work on the CPU too (Detectron2's fail there)."""
 
     def __init__(self, cfg):
         check_solver_config(cfg, comm.get_world_size())

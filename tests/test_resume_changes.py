@@ -1,6 +1,7 @@
 """--resume with a changed SOLVER.MAX_ITER or MODEL.RETINANET.NUM_CLASSES: a documented
 continuation or an error naming the checkpoint, both values and what to do."""
 
+import contextlib
 import json
 import logging
 import math
@@ -39,20 +40,45 @@ def finished_run(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("max_iter", [3, 2])
-def test_resume_with_max_iter_reached_stops(finished_run, max_iter):
+@contextlib.contextmanager
+def listening(caplog, logger_name):
+    """caplog gets the records of `logger_name` once, whether or not main() set its parent
+    "retina_plugin" logger up without propagation (Detectron2 does that once per process)."""
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(caplog.handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = True
+
+
+def test_resume_past_max_iter_stops(finished_run):
     root = finished_run
     final = root / "output" / "model_final.pth"
-    saved = final.read_bytes()
-    args = parse("--resume", "--config-file", QUICKSTART, *_overrides(root, max_iter))
+    args = parse("--resume", "--config-file", QUICKSTART, *_overrides(root, 2))
     with pytest.raises(ValueError) as error:
         train_net.main(args)
     assert str(error.value) == (
-        f"--resume: {final} has already trained 3 iterations, and SOLVER.MAX_ITER = {max_iter} "
-        "leaves none to train. To train longer, set SOLVER.MAX_ITER above 3; to evaluate the "
-        f"checkpoint, run with --eval-only MODEL.WEIGHTS {final}."
+        f"--resume: {final} has already trained 3 iterations, more than SOLVER.MAX_ITER = 2, so "
+        "it is not the model this config describes. To train longer, set SOLVER.MAX_ITER above "
+        f"3; to evaluate the checkpoint, run with --eval-only MODEL.WEIGHTS {final}."
     )
-    # Detectron2 would have "trained" nothing and rewritten model_final.pth with iteration 3.
+
+
+def test_resume_of_a_finished_run_only_evaluates(finished_run, caplog):
+    root = finished_run
+    final = root / "output" / "model_final.pth"
+    saved = final.read_bytes()
+    overrides = _overrides(root, 3) + ["DATASETS.TEST", "('shapes_val',)"]
+    with listening(caplog, "retina_plugin.engine.resume"):
+        results = train_net.main(parse("--resume", "--config-file", QUICKSTART, *overrides))
+    assert [r.getMessage() for r in caplog.records if r.name.endswith(".resume")] == [
+        f"--resume: {final} has trained all 3 iterations of SOLVER.MAX_ITER = 3: nothing is left "
+        "to train, only the final evaluation runs. To train longer, set SOLVER.MAX_ITER above 3."
+    ]
+    assert "AP" in results["bbox"]  # e.g. a run stopped during its final evaluation
     assert final.read_bytes() == saved
 
 
@@ -64,13 +90,8 @@ def test_resume_with_larger_max_iter_continues_and_warns(finished_run, tmp_path,
         (output / name).write_bytes((finished_run / "output" / name).read_bytes())
     os.symlink(finished_run / "shapes", root / "shapes")
     args = parse("--resume", "--config-file", QUICKSTART, *_overrides(root, 5))
-    # main() sets up the "retina_plugin" logger without propagation: listen on ours directly.
-    scheduler_logger = logging.getLogger("retina_plugin.engine.lr_scheduler")
-    scheduler_logger.addHandler(caplog.handler)
-    try:
+    with listening(caplog, "retina_plugin.engine.lr_scheduler"):
         train_net.main(args)
-    finally:
-        scheduler_logger.removeHandler(caplog.handler)
     # WarmupCosineLR over 5 iterations, 2 of warm-up: at iteration 3, (1 + cos(pi 3/5)) / 2.
     multiplier = (1 + math.cos(math.pi * 3 / 5)) / 2
     assert f"{multiplier:.4g}" == "0.3455"

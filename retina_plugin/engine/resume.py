@@ -3,32 +3,46 @@
 A resumed run continues the model and schedule of the run that wrote the checkpoint. Detectron2
 lets two changes slip through silently:
 
-- ``SOLVER.MAX_ITER`` at or below the iterations already done: its training loop is empty, so it
-  re-evaluates and rewrites ``model_final.pth`` with a wrong iteration, as if it had trained.
+- ``SOLVER.MAX_ITER`` below the iterations already done: its training loop is empty, and it
+  evaluates the checkpoint, trained longer than the config says, as this config's model.
 - a model whose parameters changed shape (``MODEL.RETINANET.NUM_CLASSES`` above all): fvcore
-  skips those parameters with a warning, and training then fails on optimizer state of the old
-  shape, or goes on with a classifier that starts from nothing.
+  skips those parameters with a warning, and the first step then fails on optimizer state of the
+  old shapes.
 
 Both stop here with an error that names the checkpoint, both values and what to do instead.
+``SOLVER.MAX_ITER`` equal to the iterations done (a finished run resumed as it was, e.g. one
+stopped during its final evaluation) trains nothing and runs the final evaluation, as in
+Detectron2, but says so.
 """
+
+import logging
 
 from torch import nn
 
 __all__ = ["check_iterations_left", "check_model_fits_checkpoint"]
+
+logger = logging.getLogger(__name__)
 
 _CLASS_LAYER = "head.cls_score.weight"  # (A * K, C, 3, 3): A anchors x K classes
 _BOX_LAYER = "head.bbox_pred.weight"  # (A * 4, C, 3, 3)
 
 
 def check_iterations_left(checkpoint_file: str, start_iter: int, max_iter: int):
-    """Raise unless a run resumed at `start_iter` (from `checkpoint_file`) has iterations left."""
+    """Raise if a run resumed at `start_iter` (from `checkpoint_file`) is past its `max_iter`;
+    warn if it has nothing left to train."""
     if start_iter < max_iter:
         return
-    raise ValueError(
-        f"--resume: {checkpoint_file} has already trained {start_iter} iterations, and "
-        f"SOLVER.MAX_ITER = {max_iter} leaves none to train. To train longer, set "
-        f"SOLVER.MAX_ITER above {start_iter}; to evaluate the checkpoint, run with --eval-only "
-        f"MODEL.WEIGHTS {checkpoint_file}."
+    train_longer = f"To train longer, set SOLVER.MAX_ITER above {start_iter}"
+    if start_iter > max_iter:
+        raise ValueError(
+            f"--resume: {checkpoint_file} has already trained {start_iter} iterations, more than "
+            f"SOLVER.MAX_ITER = {max_iter}, so it is not the model this config describes. "
+            f"{train_longer}; to evaluate the checkpoint, run with --eval-only MODEL.WEIGHTS "
+            f"{checkpoint_file}."
+        )
+    logger.warning(
+        f"--resume: {checkpoint_file} has trained all {max_iter} iterations of SOLVER.MAX_ITER "
+        f"= {max_iter}: nothing is left to train, only the final evaluation runs. {train_longer}."
     )
 
 

@@ -245,9 +245,9 @@ def test_non_finite_loss_stops_before_the_step_and_resume_works(trained, tmp_pat
     calls = []
     real_forward = SigmoidFocalLoss.forward
 
-    def nan_at_iteration_3(self, pred_logits, gt_labels):
+    def nan_at_iteration_3(self, pred_logits, gt_labels, anchors):
         calls.append(1)
-        loss = real_forward(self, pred_logits, gt_labels)
+        loss = real_forward(self, pred_logits, gt_labels, anchors)
         return loss * float("nan") if len(calls) == 4 else loss
 
     monkeypatch.setattr(SigmoidFocalLoss, "forward", nan_at_iteration_3)

@@ -6,9 +6,11 @@ import os
 import cv2
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils.visualizer import Visualizer
+
+from .data.images import read_image_file
+from .data.mapper import pixel_mean_rgb
 
 __all__ = ["draw_detections", "save_dataset_visualizations"]
 
@@ -43,7 +45,7 @@ def save_dataset_visualizations(cfg, model, dataset_name: str, output_dir: str) 
     model.eval()
     paths = []
     for record in DatasetCatalog.get(dataset_name)[:num_images]:
-        image = utils.read_image(record["file_name"], format=cfg.INPUT.FORMAT)
+        image, _ = read_image_file(record["file_name"], cfg.INPUT.FORMAT, pixel_mean_rgb(cfg))
         height, width = image.shape[:2]
         resized = resize.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(resized.transpose(2, 0, 1).astype("float32"))

@@ -22,7 +22,8 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
 from retina_plugin import load_config
-from retina_plugin.data import register_datasets_from_config
+from retina_plugin.data import ImageReadError, read_image_file, register_datasets_from_config
+from retina_plugin.data.mapper import pixel_mean_rgb
 from retina_plugin.engine import safe_checkpointer
 from retina_plugin.visualization import draw_detections
 
@@ -91,13 +92,14 @@ def run(args) -> int:
     with safe_checkpointer():  # MODEL.WEIGHTS is read as weights only, never unpickled freely
         predictor = DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)
+    alpha_background = pixel_mean_rgb(cfg)
     detections, failures = [], []
     for path in list_images(args.input):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            logger.error(
-                f"Cannot read image {path!r} (missing, not an image, or corrupt): skipped."
-            )
+        try:
+            # As the test loader reads images: EXIF applied, 16-bit scaled, alpha over the mean.
+            image, _ = read_image_file(path, "BGR", alpha_background)
+        except (OSError, ImageReadError) as error:
+            logger.error(f"Cannot read image {path!r}: {error} Skipped.")
             failures.append(path)
             continue
         instances = predictor(image)["instances"].to("cpu")  # DefaultPredictor takes BGR

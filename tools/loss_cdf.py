@@ -26,7 +26,6 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import DatasetCatalog, build_detection_test_loader  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
@@ -38,6 +37,7 @@ from retina_plugin.data import (  # noqa: E402
     register_datasets_from_config,
     sanitize_boxes,
 )
+from retina_plugin.engine import SafeCheckpointer  # noqa: E402
 
 PAPER_GAMMAS = (0.0, 0.5, 1.0, 2.0)
 
@@ -132,7 +132,7 @@ def build_model_from_config(cfg):
     if cfg.MODEL.WEIGHTS:
         if not os.path.isfile(cfg.MODEL.WEIGHTS):
             raise FileNotFoundError(f"MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r} does not exist.")
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        SafeCheckpointer(model).load(cfg.MODEL.WEIGHTS)  # weights only, never unpickled freely
     else:
         print("warning: MODEL.WEIGHTS is empty: the curves are those of an untrained model")
     return model.eval()

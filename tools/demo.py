@@ -99,7 +99,7 @@ def run(args) -> int:
             # As the test loader reads images: EXIF applied, 16-bit scaled, alpha over the mean.
             image, _ = read_image_file(path, "BGR", alpha_background)
         except (OSError, ImageReadError) as error:
-            logger.error(f"Cannot read image {path!r}: {error} Skipped.")
+            logger.error(f"{error} Skipped.")  # the error names the file and what is wrong
             failures.append(path)
             continue
         instances = predictor(image)["instances"].to("cpu")  # DefaultPredictor takes BGR

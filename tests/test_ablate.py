@@ -15,7 +15,7 @@ import yaml
 from detectron2.modeling import build_model
 
 from retina_plugin import load_config
-from tests.utils import CONFIGS_DIR
+from tests.utils import CONFIGS_DIR, tiny_shapes_overrides
 from tools import ablate
 
 ABLATIONS_DIR = os.path.join(CONFIGS_DIR, "Ablations")
@@ -381,18 +381,9 @@ def test_tables_and_failures(fake_train_net, tmp_path, keep_going, capsys):
 
 
 def tiny_opts(shapes_root, max_iter=4):
-    """The overrides of tests/test_train_net.py's tiny_overrides, for every setting."""
-    return [
-        "DATASETS.FOCAL_RETINA.SHAPES.ROOT", str(shapes_root),
-        "DATASETS.FOCAL_RETINA.SHAPES.NUM_TRAIN", "24",
-        "DATASETS.FOCAL_RETINA.SHAPES.NUM_VAL", "8",
-        "DATASETS.FOCAL_RETINA.SHAPES.IMAGE_SIZE", "64",
-        "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-        "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter),
-        "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "2",
-        "DATALOADER.NUM_WORKERS", "0",
-        "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",  # after 4 steps few scores pass 0.05
+    """tests/utils.py's tiny shapes overrides, for every setting."""
+    return tiny_shapes_overrides(shapes_root, max_iter) + [
+        "SOLVER.CHECKPOINT_PERIOD", "2",
         "MODEL.FOCAL_RETINA.COMPILE", "False",  # saves the compile time of each process
     ]  # fmt: skip
 

@@ -212,7 +212,10 @@ def test_compile_failure_falls_back_to_eager(caplog, monkeypatch):
     with caplog.at_level("WARNING", logger="retina_plugin.compile"):
         assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
         assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
-    assert caplog.messages == [
+    # Logged once: one record (pytest may hand the same record to caplog through more than one
+    # logger once train_net has set "retina_plugin" up without propagation).
+    records = {id(r): r for r in caplog.records if r.name == "retina_plugin.compile"}
+    assert [r.getMessage() for r in records.values()] == [
         "torch.compile of the test kernel failed, running it eagerly: "
         "RuntimeError('InductorError: no C++ compiler found')"
     ]

@@ -48,6 +48,28 @@ def process_memory_mib(pid: int) -> tuple:
     return values["Rss"], values["Pss"]
 
 
+def _command_line(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+def data_loader_workers(pid: int) -> list:
+    """
+    PIDs of the data-loader workers of `pid`: its descendants forked with its own command line.
+    Other children, such as Inductor's compile workers (started with a command of their own),
+    are left out: they are not part of the data pipeline and start and stop on their own.
+    """
+    own = _command_line(pid)
+    workers = []
+    for child in child_processes(pid):
+        try:
+            if _command_line(child) == own:
+                workers.append(child)
+        except OSError:
+            continue  # exited meanwhile
+    return workers
+
+
 def child_processes(pid: int) -> list:
     """PIDs of all descendants of `pid` (data-loader workers, compile workers)."""
     parents = {}
@@ -66,11 +88,12 @@ def child_processes(pid: int) -> list:
     return sorted(found)
 
 
-def memory_sample(pid: int) -> dict:
+def memory_sample(pid: int, exclude=frozenset()) -> dict:
+    """Memory of `pid` and of its data-loader workers, leaving out the PIDs in `exclude`."""
     main_rss, main_pss = process_memory_mib(pid)
     workers_rss = workers_pss = 0.0
     workers = 0
-    for child in child_processes(pid):
+    for child in set(data_loader_workers(pid)) - set(exclude):
         try:
             rss, pss = process_memory_mib(child)
         except OSError:
@@ -96,6 +119,9 @@ class ResourceMonitor(HookBase):
     def before_train(self):
         self._start = self._last_time = time.perf_counter()
         self._last_iteration = self.trainer.start_iter
+        # Forked processes from before this training (e.g. of an earlier run in the same
+        # process) are not this run's workers.
+        self._earlier_children = frozenset(data_loader_workers(os.getpid()))
 
     def after_step(self):
         done = self.trainer.iter + 1
@@ -106,7 +132,7 @@ class ResourceMonitor(HookBase):
             "iteration": done,
             "elapsed_s": now - self._start,
             "iters_per_s": (done - self._last_iteration) / (now - self._last_time),
-            **memory_sample(os.getpid()),
+            **memory_sample(os.getpid(), self._earlier_children),
         }
         self.rows.append(row)
         self._last_time, self._last_iteration = now, done

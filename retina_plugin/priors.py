@@ -68,7 +68,8 @@ def set_classification_prior(head, priors: Tensor, background_logit: bool):
 def apply_frequency_prior(cfg, model):
     """
     With ``MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY``, set `model`'s classification biases
-    from the class frequencies of ``DATASETS.TRAIN`` (loaded once here).
+    from the class frequencies of ``DATASETS.TRAIN``, whose records are loaded here once more
+    (the train loader keeps its own copy; for COCO this adds its json loading time once).
     """
     if not cfg.MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY:
         return

@@ -335,3 +335,25 @@ def test_every_loss_trains_and_infers(loss_name):
     assert len(instances) == 100
     assert instances.pred_classes.max() < 3
     assert ((instances.scores >= 0) & (instances.scores <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    "make_loss",
+    [
+        lambda alpha: SigmoidFocalLossStar(alpha=alpha, gamma=2.0, beta=1.0),
+        lambda alpha: OHEMCrossEntropyLoss(
+            batch_size_per_image=4,
+            positive_fraction=-1.0,
+            nms_thresh=1.0,
+            alpha=alpha,
+            compiled=False,
+        ),
+    ],
+    ids=["FL*", "OHEM"],
+)
+def test_integer_minus_one_alpha_means_no_balancing(make_loss):
+    # alpha = -1 written as an int (Python callers, not the config, which stores floats).
+    logits = torch.tensor([[[2.0, -1.0], [0.5, 0.3], [-2.0, 1.0], [1.0, 1.0], [0.0, 0.0]]])
+    as_int = make_loss(-1)(logits, ANCHOR_LABELS[None], BOXES)
+    as_float = make_loss(-1.0)(logits, ANCHOR_LABELS[None], BOXES)
+    assert as_int.item() == as_float.item() > 0

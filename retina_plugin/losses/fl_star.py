@@ -11,8 +11,10 @@ from ..focal_loss import float32_or_wider
 from .registry import (
     CLASSIFICATION_LOSS_REGISTRY,
     ClassificationLoss,
+    alpha_weights,
     check_alpha,
     loss_alpha_from_config,
+    positive_pairs,
 )
 
 __all__ = ["SigmoidFocalLossStar"]
@@ -39,7 +41,7 @@ class SigmoidFocalLossStar(ClassificationLoss):
             beta: the paper's beta of FL*, any finite value.
         """
         super().__init__()
-        check_alpha(alpha if isinstance(alpha, (int, float)) else 0.0)
+        check_alpha(alpha)
         if not gamma > 0:
             raise ValueError(
                 f"MODEL.RETINANET.FOCAL_LOSS_GAMMA = {gamma} is out of range for "
@@ -60,14 +62,13 @@ class SigmoidFocalLossStar(ClassificationLoss):
 
     def forward(self, pred_logits: Tensor, gt_labels: Tensor, anchors: Tensor = None) -> Tensor:
         logits = float32_or_wider(pred_logits)
-        classes = torch.arange(logits.shape[-1], device=logits.device)
-        positive = gt_labels[..., None] == classes  # (N, R, K)
+        positive = positive_pairs(gt_labels, logits.shape[-1])  # (N, R, K)
         x_t = torch.where(positive, logits, -logits)
         loss = F.softplus(-(self.gamma * x_t + self.beta)) / self.gamma  # -log sigmoid(.) / gamma
         weights = (gt_labels >= 0).to(loss.dtype)[..., None]  # ignored anchors count 0
-        if not (isinstance(self.alpha, float) and self.alpha < 0):
-            alpha = torch.as_tensor(self.alpha, dtype=loss.dtype, device=loss.device)
-            weights = weights * torch.where(positive, alpha, 1 - alpha)
+        alpha_t = alpha_weights(positive, self.alpha, loss)
+        if alpha_t is not None:
+            weights = weights * alpha_t
         return (loss * weights).sum()
 
     def class_score_logits(self, logits: Tensor) -> Tensor:

@@ -13,8 +13,10 @@ from ..focal_loss import float32_or_wider, sigmoid_focal_loss_from_labels
 from .registry import (
     CLASSIFICATION_LOSS_REGISTRY,
     ClassificationLoss,
+    alpha_weights,
     check_alpha,
     loss_alpha_from_config,
+    positive_pairs,
 )
 
 __all__ = ["OHEMCrossEntropyLoss", "select_hard_examples"]
@@ -62,7 +64,7 @@ class OHEMCrossEntropyLoss(ClassificationLoss):
                 "MODEL.FOCAL_RETINA.OHEM.POSITIVE_FRACTION", positive_fraction, 0, 1, low_open=True
             )
         check_in_range("MODEL.FOCAL_RETINA.OHEM.NMS_THRESH", nms_thresh, 0, 1)
-        check_alpha(alpha if isinstance(alpha, (int, float)) else 0.0)
+        check_alpha(alpha)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.nms_thresh = nms_thresh
@@ -119,12 +121,11 @@ class OHEMCrossEntropyLoss(ClassificationLoss):
 
 def _cross_entropy_per_anchor(logits: Tensor, labels: Tensor, alpha) -> Tensor:
     """(N, R, K) logits, (N, R) labels -> (N, R) cross entropy summed over the K classes."""
-    classes = torch.arange(logits.shape[-1], device=logits.device)
-    positive = labels[..., None] == classes
+    positive = positive_pairs(labels, logits.shape[-1])
     losses = F.softplus(torch.where(positive, -logits, logits))  # -log p_t
-    if not (isinstance(alpha, float) and alpha < 0):
-        alpha = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
-        losses = losses * torch.where(positive, alpha, 1 - alpha)
+    alpha_t = alpha_weights(positive, alpha, losses)
+    if alpha_t is not None:
+        losses = losses * alpha_t
     return losses.sum(dim=-1)
 
 

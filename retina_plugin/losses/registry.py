@@ -1,7 +1,9 @@
 """The registry of classification losses, the interface they share, and their config checks."""
 
 import math
+from typing import Optional
 
+import torch
 from detectron2.utils.registry import Registry
 from torch import Tensor, nn
 
@@ -12,6 +14,8 @@ __all__ = [
     "ClassificationLoss",
     "build_classification_loss",
     "loss_alpha_from_config",
+    "alpha_weights",
+    "positive_pairs",
 ]
 
 CLASSIFICATION_LOSS_REGISTRY = Registry("CLASSIFICATION_LOSS")
@@ -57,13 +61,32 @@ def get_loss_class(cfg) -> type:
     return CLASSIFICATION_LOSS_REGISTRY.get(name)
 
 
-def check_alpha(alpha: float):
-    """alpha in [0, 1] (negative: no balancing), as MODEL.RETINANET.FOCAL_LOSS_ALPHA."""
-    if math.isnan(alpha) or alpha > 1:
+def check_alpha(alpha):
+    """
+    A scalar alpha in [0, 1] (negative: no balancing), as MODEL.RETINANET.FOCAL_LOSS_ALPHA; a
+    per-class sequence is checked by :func:`loss_alpha_from_config`.
+    """
+    if isinstance(alpha, (int, float)) and (math.isnan(alpha) or alpha > 1):
         raise ValueError(
             f"MODEL.RETINANET.FOCAL_LOSS_ALPHA = {alpha} is out of range: alpha must lie in "
             "[0, 1], or be negative (e.g. -1) to disable alpha-balancing."
         )
+
+
+def positive_pairs(labels: Tensor, num_classes: int) -> Tensor:
+    """(...) labels in {-1, 0..K} -> (..., K) bool: True at each anchor's own class."""
+    return labels[..., None] == torch.arange(num_classes, device=labels.device)
+
+
+def alpha_weights(positive: Tensor, alpha, like: Tensor) -> Optional[Tensor]:
+    """
+    alpha_t of each (anchor, class) pair: alpha (or the class's alpha_k) for a positive pair,
+    1 - alpha for a negative one; None for a negative scalar alpha (no balancing).
+    """
+    if isinstance(alpha, (int, float)) and alpha < 0:
+        return None
+    alpha = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
+    return torch.where(positive, alpha, 1 - alpha)
 
 
 def check_focal_loss_config(alpha: float, gamma: float):

@@ -33,7 +33,7 @@ class SigmoidFocalLoss(ClassificationLoss):
             compiled: run the fused loss through torch.compile (eager if that fails).
         """
         super().__init__()
-        check_focal_loss_config(alpha if isinstance(alpha, (int, float)) else 0.0, gamma)
+        check_focal_loss_config(alpha, gamma)
         self.alpha = alpha
         self.gamma = gamma
         self.compiled = compiled

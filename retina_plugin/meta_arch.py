@@ -1,6 +1,5 @@
 """FocalRetinaNet: Detectron2's RetinaNet with a registered head and classification loss."""
 
-import contextlib
 from typing import Optional
 
 import torch
@@ -17,6 +16,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from .autocast import AMP_DTYPES, autocast, keep_float32_where_bfloat16_conv_fails
 from .checks import check_at_least, check_in_range, check_iou_bands
 from .head import build_retina_head
 from .losses import ClassificationLoss, build_classification_loss
@@ -24,7 +24,6 @@ from .losses import ClassificationLoss, build_classification_loss
 __all__ = ["FocalRetinaNet"]
 
 _BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
-_AMP_DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _float32(predictions: list[list[Tensor]]) -> list[list[Tensor]]:
@@ -75,6 +74,8 @@ class FocalRetinaNet(RetinaNet):
         self.normalizer_momentum = normalizer_momentum
         self.sync_normalizer = sync_normalizer
         self.amp_dtype = amp_dtype
+        if amp_dtype is not None:
+            keep_float32_where_bfloat16_conv_fails(self)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -91,9 +92,9 @@ class FocalRetinaNet(RetinaNet):
         check_at_least("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", retina.SMOOTH_L1_LOSS_BETA, 0)
         normalizer = cfg.MODEL.FOCAL_RETINA.LOSS_NORMALIZER
         amp_dtype = cfg.MODEL.FOCAL_RETINA.AMP_DTYPE
-        if amp_dtype not in _AMP_DTYPES:
+        if amp_dtype not in AMP_DTYPES:
             raise ValueError(
-                f"MODEL.FOCAL_RETINA.AMP_DTYPE = {amp_dtype!r} is not one of {tuple(_AMP_DTYPES)}."
+                f"MODEL.FOCAL_RETINA.AMP_DTYPE = {amp_dtype!r} is not one of {tuple(AMP_DTYPES)}."
             )
         check_in_range(
             "MODEL.FOCAL_RETINA.LOSS_NORMALIZER.MOMENTUM", normalizer.MOMENTUM, 0, 1, high_open=True
@@ -143,7 +144,9 @@ class FocalRetinaNet(RetinaNet):
     def forward(self, batched_inputs: list[dict[str, Tensor]]):
         if self.training:
             check_gt_classes(batched_inputs, self.num_classes)
-        with self._autocast():  # backbone and head; the rest is float32 (below)
+        with autocast(
+            self.amp_dtype, self.device.type
+        ):  # backbone and head; the rest is float32 (below)
             return super().forward(batched_inputs)
 
     def forward_training(self, images, features, predictions, gt_instances):
@@ -177,15 +180,6 @@ class FocalRetinaNet(RetinaNet):
             x = loss.class_score_logits(x).movedim(-1, 2)  # (N, A, K, Hi, Wi)
             scores.append(x.reshape(n, -1, h, w))
         return scores
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        device_type = self.device.type
-        dtype = _AMP_DTYPES[self.amp_dtype] or (
-            torch.float16 if device_type == "cuda" else torch.bfloat16
-        )
-        return torch.autocast(device_type, dtype=dtype)
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """

@@ -43,12 +43,13 @@ def _tiny_model():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Two SGD + AMP iterations of 4 images, a checkpoint after each."""
+    """Two SGD + AMP iterations of 2 images, a checkpoint after each."""
     root = tmp_path_factory.mktemp("safe_load")
     overrides = tiny_overrides(root / "shapes", root / "output", max_iter=2) + [
         "SOLVER.FOCAL_RETINA.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001",
-        # AMP with 2 images per step gave a NaN loss here (BatchNorm over 2 images in bfloat16).
-        "SOLVER.AMP.ENABLED", "True", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.CHECKPOINT_PERIOD", "1",
+        # bfloat16 at 64 px: P7's weight gradient is the one retina_plugin/autocast.py keeps in
+        # float32 (it was garbage, and the second step's loss NaN, depending on earlier tests).
+        "SOLVER.AMP.ENABLED", "True", "SOLVER.CHECKPOINT_PERIOD", "1",
         "DATASETS.TEST", "()", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0",
     ]  # fmt: skip
     train_net.main(parse("--config-file", QUICKSTART, *overrides))

@@ -1,0 +1,80 @@
+"""Mixed precision for FocalRetinaNet: which dtype autocast uses, and the convolutions that must
+stay float32 under CPU bfloat16 autocast.
+
+The convolutions: on the CPU (torch 2.14.1, oneDNN 3.12), the **weight gradient** of a bfloat16
+convolution whose stride is larger than its input (a kernel wider than 1 with, e.g., stride 2 over
+a 1-pixel-wide map) is garbage: values of 1e22 to 1e36 or inf, different on each call, as if read
+from uninitialised memory (the forward pass and the input gradient are right). In RetinaNet
+this is P7 = conv3x3/s2(ReLU(P6)) as soon as P6 is one pixel wide, i.e. for images up to 64 px
+wide: one SGD step then makes P7's weights inf, and the next step's classification loss NaN.
+What the garbage is depends on what ran before in the process, which is why a bfloat16 test
+failed inside the full suite and passed alone
+(tests/modeling/test_autocast.py reproduces the kernel's fault and checks the cure).
+
+Such convolutions (only ever a few pixels of output) run in float32 here; every other op is as
+autocast makes it.
+"""
+
+import contextlib
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["AMP_DTYPES", "autocast", "keep_float32_where_bfloat16_conv_fails"]
+
+# MODEL.FOCAL_RETINA.AMP_DTYPE -> dtype ("auto": bfloat16 on the CPU, float16 on CUDA).
+AMP_DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast(amp_dtype: Optional[str], device_type: str):
+    """``torch.autocast`` for MODEL.FOCAL_RETINA.AMP_DTYPE `amp_dtype` on `device_type`; a null
+    context for None (full precision)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    dtype = AMP_DTYPES[amp_dtype] or (torch.float16 if device_type == "cuda" else torch.bfloat16)
+    return torch.autocast(device_type, dtype=dtype)
+
+
+def _stride_exceeds_input(conv: nn.Conv2d, x: Tensor) -> bool:
+    return any(
+        kernel > 1 and stride > size
+        for kernel, stride, size in zip(conv.kernel_size, conv.stride, x.shape[-2:])
+    )
+
+
+def _in_cpu_bfloat16_autocast(x: Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+def _enter_float32(conv: nn.Conv2d, args: tuple):
+    x = args[0]
+    if not (_in_cpu_bfloat16_autocast(x) and _stride_exceeds_input(conv, x)):
+        return None
+    context = torch.autocast("cpu", enabled=False)
+    context.__enter__()
+    conv._float32_contexts.append(context)
+    return (x.float(),) + tuple(args[1:])
+
+
+def _exit_float32(conv: nn.Conv2d, args: tuple, output):
+    if conv._float32_contexts:  # entered by _enter_float32 for this call
+        conv._float32_contexts.pop().__exit__(None, None, None)
+    return None
+
+
+def keep_float32_where_bfloat16_conv_fails(model: nn.Module):
+    """
+    Make every strided ``nn.Conv2d`` of `model` run in float32 on inputs narrower (or lower) than
+    its stride while CPU bfloat16 autocast is on (see the module docstring); a no-op otherwise.
+    Parameters and their names are untouched, so checkpoints are unaffected.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and max(module.stride) > 1:
+            module._float32_contexts = []
+            module.register_forward_pre_hook(_enter_float32)
+            module.register_forward_hook(_exit_float32, always_call=True)

@@ -20,5 +20,5 @@ setup(
         "numpy",
         "PyYAML>=5.1",
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
+    extras_require={"dev": ["pytest>=7", "pytest-random-order>=1.1", "ruff>=0.4"]},
 )

@@ -10,7 +10,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from tests.utils import tiny_config
+from tests.utils import tiny_config, unregister_datasets
 from tools import anchor_stats, loss_cdf
 
 IMAGE_SIZE = 128
@@ -91,7 +91,9 @@ def anchor_report(tmp_path_factory):
     config_file, opts = tiny_setup(tmp_path, "anchor_stats_tiny")
     output_dir = tmp_path / "out"
     argv = ["--config-file", config_file, "--output-dir", str(output_dir), *opts]
-    return anchor_stats.main(argv), output_dir, config_file, opts
+    yield anchor_stats.main(argv), output_dir, config_file, opts
+    # A shuffled test order may set this fixture up again: the name must be free then.
+    unregister_datasets("anchor_stats_tiny")
 
 
 def test_anchor_stats_best_ious_by_hand(anchor_report):

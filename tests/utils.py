@@ -3,6 +3,7 @@
 import os
 
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from retina_plugin import load_config
@@ -59,3 +60,11 @@ def tiny_shapes_overrides(shapes_root, max_iter=4):
         # After 4 steps few scores pass 0.05; with none, COCOEvaluator reports NaN.
         "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
     ]  # fmt: skip
+
+
+def unregister_datasets(*names):
+    """Remove datasets a test registered, so that the next registration of a name succeeds."""
+    for name in names:
+        if name in DatasetCatalog:
+            DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

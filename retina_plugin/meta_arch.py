@@ -1,6 +1,6 @@
 """FocalRetinaNet: Detectron2's RetinaNet with a registered head and classification loss."""
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -11,7 +11,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
@@ -19,15 +19,44 @@ from torch import Tensor, nn
 from .autocast import AMP_DTYPES, autocast, keep_float32_where_bfloat16_conv_fails
 from .checks import check_at_least, check_in_range, check_iou_bands
 from .head import build_retina_head
-from .losses import ClassificationLoss, build_classification_loss
+from .losses import build_classification_loss
 
-__all__ = ["FocalRetinaNet"]
+__all__ = ["FocalRetinaNet", "AnchorAssignment", "build_anchor_matcher"]
 
 _BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
 
 def _float32(predictions: list[list[Tensor]]) -> list[list[Tensor]]:
     return [[x.float() for x in per_level] for per_level in predictions]
+
+
+def build_anchor_matcher(cfg) -> Matcher:
+    """The matcher that labels anchors by IoU: ``MODEL.RETINANET.IOU_THRESHOLDS`` / ``IOU_LABELS``
+    (checked; paper: [0, 0.4) background, [0.4, 0.5) ignored, >= 0.5 foreground), each box also
+    given its best anchors (low-quality matches), as in Detectron2's RetinaNet."""
+    retina = cfg.MODEL.RETINANET
+    check_iou_bands(retina.IOU_THRESHOLDS, retina.IOU_LABELS, "MODEL.RETINANET")
+    return Matcher(retina.IOU_THRESHOLDS, retina.IOU_LABELS, allow_low_quality_matches=True)
+
+
+class AnchorAssignment(NamedTuple):
+    """
+    What training computes before the losses, for a batch of N images with R anchors each
+    (R = sum over levels of Hi * Wi * A) and C logits per anchor (``num_logits``).
+
+    Attributes:
+        anchors (list[Boxes]): per level, its Hi * Wi * A anchors (XYXY).
+        pred_logits (list[Tensor]): per level, (N, Hi * Wi * A, C) float32 logits.
+        pred_anchor_deltas (list[Tensor]): per level, (N, Hi * Wi * A, 4) box deltas.
+        gt_labels (list[Tensor]): per image, (R,) labels: -1 ignored, K background, else class.
+        gt_boxes (list[Tensor]): per image, (R, 4) matched ground-truth boxes.
+    """
+
+    anchors: list[Boxes]
+    pred_logits: list[Tensor]
+    pred_anchor_deltas: list[Tensor]
+    gt_labels: list[Tensor]
+    gt_boxes: list[Tensor]
 
 
 @META_ARCH_REGISTRY.register()
@@ -56,8 +85,9 @@ class FocalRetinaNet(RetinaNet):
         Args:
             classification_loss: a :class:`retina_plugin.losses.ClassificationLoss`, called as
                 ``loss(pred_logits (N, R, C), gt_labels (N, R), anchors (R, 4))``; returns the
-                summed loss. Its ``class_score_logits`` turns the head's logits into scores at
-                inference. See :data:`retina_plugin.losses.CLASSIFICATION_LOSS_REGISTRY`.
+                summed loss. Its ``class_scores`` turns the head's logits into the scores of
+                inference, and ``num_logits`` says how many logits per anchor it needs. See
+                :data:`retina_plugin.losses.CLASSIFICATION_LOSS_REGISTRY`.
             normalizer_momentum: momentum of the moving average of the number of foreground
                 anchors that divides the losses (0: this step's count).
             sync_normalizer: average that count over all workers before using it.
@@ -68,9 +98,11 @@ class FocalRetinaNet(RetinaNet):
             kwargs: the arguments of Detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
+        # alpha and gamma belong to the loss module; Detectron2's copies (read only by its own
+        # losses(), which this class replaces) could disagree with it.
+        del self.focal_loss_alpha, self.focal_loss_gamma
         self.classification_loss = classification_loss
-        # C, the head's logits per anchor: K, or K + 1 with a background logit.
-        self.num_logits = self.num_classes + int(classification_loss.background_logit)
+        self.num_logits = classification_loss.num_logits(self.num_classes)  # C: K or K + 1
         self.normalizer_momentum = normalizer_momentum
         self.sync_normalizer = sync_normalizer
         self.amp_dtype = amp_dtype
@@ -80,9 +112,10 @@ class FocalRetinaNet(RetinaNet):
             self.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg, class_priors: Optional[Tensor] = None):
+        """`class_priors`: (K,) initial class probabilities pi_k for the head (default: every
+        class MODEL.RETINANET.PRIOR_PROB); see :mod:`retina_plugin.priors`."""
         retina = cfg.MODEL.RETINANET
-        check_iou_bands(retina.IOU_THRESHOLDS, retina.IOU_LABELS, "MODEL.RETINANET")
         _check_inference_config(cfg)
         if retina.BBOX_REG_LOSS_TYPE not in _BOX_REG_LOSS_TYPES:
             raise ValueError(
@@ -111,12 +144,10 @@ class FocalRetinaNet(RetinaNet):
         feature_shapes = [backbone_shape[f] for f in retina.IN_FEATURES]
         return {
             "backbone": backbone,
-            "head": build_retina_head(cfg, feature_shapes),
+            "head": build_retina_head(cfg, feature_shapes, class_priors=class_priors),
             "anchor_generator": build_anchor_generator(cfg, feature_shapes),
             "box2box_transform": Box2BoxTransform(weights=retina.BBOX_REG_WEIGHTS),
-            "anchor_matcher": Matcher(
-                retina.IOU_THRESHOLDS, retina.IOU_LABELS, allow_low_quality_matches=True
-            ),
+            "anchor_matcher": build_anchor_matcher(cfg),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "num_classes": retina.NUM_CLASSES,
@@ -127,8 +158,6 @@ class FocalRetinaNet(RetinaNet):
             "sync_normalizer": normalizer.SYNC_ACROSS_WORKERS,
             "amp_dtype": amp_dtype if cfg.SOLVER.AMP.ENABLED else None,
             "channels_last": cfg.MODEL.FOCAL_RETINA.CHANNELS_LAST,
-            "focal_loss_alpha": retina.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": retina.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": retina.SMOOTH_L1_LOSS_BETA,
             "box_reg_loss_type": retina.BBOX_REG_LOSS_TYPE,
             # Inference parameters:
@@ -150,36 +179,56 @@ class FocalRetinaNet(RetinaNet):
             return super().forward(batched_inputs)
 
     def forward_training(self, images, features, predictions, gt_instances):
+        assigned = self._assign_anchors(features, predictions, gt_instances)
+        return self.losses(
+            assigned.anchors,
+            assigned.pred_logits,
+            assigned.gt_labels,
+            assigned.pred_anchor_deltas,
+            assigned.gt_boxes,
+        )
+
+    def _assign_anchors(self, features, predictions, gt_instances) -> AnchorAssignment:
         with torch.autocast(self.device.type, enabled=False):
-            # Detectron2's forward_training, with C = num_logits (not K) logits per anchor.
+            # As Detectron2's forward_training, with C = num_logits (not K) logits per anchor.
             pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
                 _float32(predictions), [self.num_logits, 4]
             )
             anchors = self.anchor_generator(features)
             gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
-            return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        return AnchorAssignment(anchors, pred_logits, pred_anchor_deltas, gt_labels, gt_boxes)
 
-    def forward_inference(self, images, features, predictions):
+    def assign_anchors(self, batched_inputs: list[dict]) -> AnchorAssignment:
+        """
+        The anchors, the head's per-anchor logits and deltas, and each anchor's assigned label
+        and box for `batched_inputs` (with "instances"), exactly as training computes them before
+        its losses; for tools (anchor coverage, the loss distribution). Runs in the model's
+        current mode; wrap it in ``torch.no_grad()`` when no gradient is needed.
+        """
+        images = self.preprocess_image(batched_inputs)
+        with autocast(self.amp_dtype, self.device.type):
+            features = self.backbone(images.tensor)
+            features = [features[f] for f in self.head_in_features]
+            predictions = self.head(features)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        return self._assign_anchors(features, predictions, gt_instances)
+
+    def forward_inference(
+        self, images: ImageList, features: list[Tensor], predictions: list[list[Tensor]]
+    ) -> list[Instances]:
         # Box decoding and NMS in float16 / bfloat16 lose AP: keep them float32.
         with torch.autocast(self.device.type, enabled=False):
-            logits, deltas = _float32(predictions)
-            return super().forward_inference(images, features, [self._score_logits(logits), deltas])
-
-    def _score_logits(self, logits: list[Tensor]) -> list[Tensor]:
-        """
-        Per level, (N, A * C, Hi, Wi) logits -> (N, A * K, Hi, Wi) values whose sigmoid is the
-        class score (Detectron2's inference applies the sigmoid); unchanged for sigmoid losses.
-        """
-        loss = self.classification_loss
-        if type(loss).class_score_logits is ClassificationLoss.class_score_logits:
-            return logits
-        scores = []
-        for x in logits:
-            n, _, h, w = x.shape
-            x = x.view(n, -1, self.num_logits, h, w).movedim(2, -1)  # (N, A, Hi, Wi, C)
-            x = loss.class_score_logits(x).movedim(-1, 2)  # (N, A, K, Hi, Wi)
-            scores.append(x.reshape(n, -1, h, w))
-        return scores
+            pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
+                _float32(predictions), [self.num_logits, 4]
+            )
+            anchors = self.anchor_generator(features)
+            results = []
+            for i, image_size in enumerate(images.image_sizes):
+                # The loss's own scores: (Hi * Wi * A, K) probabilities per level.
+                scores = [self.classification_loss.class_scores(x[i]) for x in pred_logits]
+                deltas = [x[i] for x in pred_anchor_deltas]
+                results.append(self.inference_single_image(anchors, scores, deltas, image_size))
+            return results
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """

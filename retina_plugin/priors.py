@@ -1,5 +1,6 @@
-"""The classification prior pi (section 4.1) as biases: one for all classes, or per class from the
-training set's class frequencies."""
+"""The classification prior pi (section 4.1): the class probabilities the head starts from, and
+the biases that give them. One pi for every class (the paper), or per class from the training
+set's class frequencies (``MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY``)."""
 
 import logging
 
@@ -7,16 +8,34 @@ import torch
 from detectron2.data import get_detection_dataset_dicts
 from torch import Tensor
 
-__all__ = [
-    "class_frequency_priors",
-    "classification_bias",
-    "set_classification_prior",
-    "apply_frequency_prior",
-]
+__all__ = ["classification_prior", "class_frequency_priors", "classification_bias"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_PRIOR = 0.5
+
+
+def classification_prior(cfg, from_training_set: bool = False) -> Tensor:
+    """
+    The (K,) float64 priors pi_k the head starts from: ``MODEL.RETINANET.PRIOR_PROB`` for every
+    class; with `from_training_set` and ``MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY``, from
+    the class frequencies of ``DATASETS.TRAIN``, whose records are loaded here (the train loader
+    loads its own copy; for COCO this adds its json loading time once).
+    """
+    retina = cfg.MODEL.RETINANET
+    uniform = torch.full((retina.NUM_CLASSES,), retina.PRIOR_PROB, dtype=torch.float64)
+    if not (from_training_set and cfg.MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY):
+        return uniform
+    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+    priors = class_frequency_priors(dicts, retina.NUM_CLASSES, retina.PRIOR_PROB)
+    logger.info(
+        "Classification priors from the class frequencies of %s: min %.4g, max %.4g, mean %.4g.",
+        ", ".join(cfg.DATASETS.TRAIN),
+        priors.min().item(),
+        priors.max().item(),
+        priors.mean().item(),
+    )
+    return priors
 
 
 def class_frequency_priors(
@@ -56,31 +75,3 @@ def classification_bias(priors: Tensor, background_logit: bool) -> Tensor:
         return -torch.log((1 - priors) / priors)
     background = torch.log1p(-priors.mean()).reshape(1)
     return torch.cat([torch.log(priors / len(priors)), background])
-
-
-def set_classification_prior(head, priors: Tensor, background_logit: bool):
-    """Set `head.cls_score`'s bias, laid out as A anchors x C logits, from (K,) priors."""
-    bias = classification_bias(priors, background_logit)
-    with torch.no_grad():
-        head.cls_score.bias.view(-1, len(bias)).copy_(bias)
-
-
-def apply_frequency_prior(cfg, model):
-    """
-    With ``MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY``, set `model`'s classification biases
-    from the class frequencies of ``DATASETS.TRAIN``, whose records are loaded here once more
-    (the train loader keeps its own copy; for COCO this adds its json loading time once).
-    """
-    if not cfg.MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY:
-        return
-    retina = cfg.MODEL.RETINANET
-    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-    priors = class_frequency_priors(dicts, retina.NUM_CLASSES, retina.PRIOR_PROB)
-    set_classification_prior(model.head, priors, model.classification_loss.background_logit)
-    logger.info(
-        "Classification priors from the class frequencies of %s: min %.4g, max %.4g, mean %.4g.",
-        ", ".join(cfg.DATASETS.TRAIN),
-        priors.min().item(),
-        priors.max().item(),
-        priors.mean().item(),
-    )

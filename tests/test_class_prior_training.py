@@ -3,7 +3,7 @@
 import torch
 from detectron2.data import DatasetCatalog
 
-import train_net
+from retina_plugin.engine import Trainer, setup
 from retina_plugin.priors import class_frequency_priors, classification_bias
 from tests.test_train_net import QUICKSTART, parse, tiny_overrides
 
@@ -16,7 +16,7 @@ def _class_biases(trainer, num_logits):
 def test_trainer_starts_from_the_class_frequency_prior(tmp_path):
     overrides = tiny_overrides(tmp_path / "shapes", tmp_path / "out")
     overrides += ["MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY", "True"]
-    trainer = train_net.Trainer(train_net.setup(parse("--config-file", QUICKSTART, *overrides)))
+    trainer = Trainer(setup(parse("--config-file", QUICKSTART, *overrides)))
     priors = class_frequency_priors(DatasetCatalog.get("shapes_train"), 8, 0.01)
     # The shapes classes have uneven frequencies, so the biases differ per class.
     assert priors.max() > 1.5 * priors.min()
@@ -31,7 +31,7 @@ def test_softmax_loss_gets_the_prior_with_a_background_logit(tmp_path):
         "MODEL.FOCAL_RETINA.PRIOR_FROM_CLASS_FREQUENCY", "True",
         "MODEL.FOCAL_RETINA.LOSS_NAME", "SoftmaxFocalLoss",
     ]  # fmt: skip
-    trainer = train_net.Trainer(train_net.setup(parse("--config-file", QUICKSTART, *overrides)))
+    trainer = Trainer(setup(parse("--config-file", QUICKSTART, *overrides)))
     priors = class_frequency_priors(DatasetCatalog.get("shapes_train"), 8, 0.01)
     probabilities = torch.softmax(_class_biases(trainer, 9), dim=1)
     expected = torch.cat([priors / 8, torch.tensor([0.99], dtype=torch.float64)])

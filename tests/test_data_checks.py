@@ -18,7 +18,6 @@ from detectron2.engine import default_argument_parser
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, BoxMode, Instances
 
-import train_net
 from retina_plugin import add_retina_plugin_config
 from retina_plugin.data import (
     CocoJsonError,
@@ -32,7 +31,7 @@ from retina_plugin.data import (
 )
 from tests.data_files import coco_dict, truncate, write_coco_dataset, write_image, write_json
 from tests.test_train_net import QUICKSTART, tiny_overrides
-from tests.utils import REPO_ROOT
+from tests.utils import REPO_ROOT, run_main
 
 
 def data_config(*train_names, **coco):
@@ -484,7 +483,7 @@ def test_shapes_keys_checked_by_train_net_before_anything_runs(tmp_path):
          "DATASETS.FOCAL_RETINA.SHAPES.ROOT", str(tmp_path / "shapes"), "OUTPUT_DIR", str(tmp_path / "out")]
     )  # fmt: skip
     with pytest.raises(ValueError) as error:
-        train_net.main(args)
+        run_main(args)
     assert str(error.value) == (
         "DATASETS.FOCAL_RETINA.SHAPES.IMAGE_SIZE = 16 is out of range: it must be >= 32."
     )
@@ -526,7 +525,7 @@ def test_truncated_image_in_a_worker_stops_training_naming_the_file(tmp_path):
     start = time.monotonic()
     try:
         with pytest.raises(ImageReadError) as error:
-            train_net.main(args)
+            run_main(args)
         elapsed = time.monotonic() - start
         message = str(error.value)
     finally:

@@ -75,7 +75,7 @@ def test_fl_star_with_gamma_1_beta_0_is_cross_entropy():
 def test_fl_star_inference_score_is_its_p_star():
     loss = SigmoidFocalLossStar(gamma=2.0, beta=1.0)
     logits = torch.tensor([-3.0, 0.0, 2.0])
-    scores = torch.sigmoid(loss.class_score_logits(logits))
+    scores = loss.class_scores(logits)
     torch.testing.assert_close(scores, torch.sigmoid(2 * logits + 1))
 
 
@@ -147,7 +147,7 @@ def test_softmax_focal_loss_gradcheck():
 
 def test_softmax_inference_scores_are_the_foreground_probabilities():
     logits = torch.tensor([[2.0, -1.0, 0.5, 30.0], [0.0, 0.0, 0.0, 0.0]])
-    scores = torch.sigmoid(SoftmaxFocalLoss().class_score_logits(logits))
+    scores = SoftmaxFocalLoss().class_scores(logits)
     torch.testing.assert_close(scores, torch.softmax(logits, -1)[:, :3])
 
 

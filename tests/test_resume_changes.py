@@ -11,10 +11,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-import train_net
 from retina_plugin.engine import SafeCheckpointer
 from tests.test_train_net import QUICKSTART, parse, tiny_overrides
-from tests.utils import tiny_config
+from tests.utils import run_main, tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +35,7 @@ def _overrides(root, max_iter, *extra):
 def finished_run(tmp_path_factory):
     """A finished 3-iteration run: OUTPUT_DIR holds model_final.pth (iteration 2) only."""
     root = tmp_path_factory.mktemp("resume")
-    train_net.main(parse("--config-file", QUICKSTART, *_overrides(root, 3)))
+    run_main(parse("--config-file", QUICKSTART, *_overrides(root, 3)))
     return root
 
 
@@ -59,7 +58,7 @@ def test_resume_past_max_iter_stops(finished_run):
     final = root / "output" / "model_final.pth"
     args = parse("--resume", "--config-file", QUICKSTART, *_overrides(root, 2))
     with pytest.raises(ValueError) as error:
-        train_net.main(args)
+        run_main(args)
     assert str(error.value) == (
         f"--resume: {final} has already trained 3 iterations, more than SOLVER.MAX_ITER = 2, so "
         "it is not the model this config describes. To train longer, set SOLVER.MAX_ITER above "
@@ -73,7 +72,7 @@ def test_resume_of_a_finished_run_only_evaluates(finished_run, caplog):
     saved = final.read_bytes()
     overrides = _overrides(root, 3) + ["DATASETS.TEST", "('shapes_val',)"]
     with listening(caplog, "retina_plugin.engine.resume"):
-        results = train_net.main(parse("--resume", "--config-file", QUICKSTART, *overrides))
+        results = run_main(parse("--resume", "--config-file", QUICKSTART, *overrides))
     assert [r.getMessage() for r in caplog.records if r.name.endswith(".resume")] == [
         f"--resume: {final} has trained all 3 iterations of SOLVER.MAX_ITER = 3: nothing is left "
         "to train, only the final evaluation runs. To train longer, set SOLVER.MAX_ITER above 3."
@@ -91,7 +90,7 @@ def test_resume_with_larger_max_iter_continues_and_warns(finished_run, tmp_path,
     os.symlink(finished_run / "shapes", root / "shapes")
     args = parse("--resume", "--config-file", QUICKSTART, *_overrides(root, 5))
     with listening(caplog, "retina_plugin.engine.lr_scheduler"):
-        train_net.main(args)
+        run_main(args)
     # WarmupCosineLR over 5 iterations, 2 of warm-up: at iteration 3, (1 + cos(pi 3/5)) / 2.
     multiplier = (1 + math.cos(math.pi * 3 / 5)) / 2
     assert f"{multiplier:.4g}" == "0.3455"
@@ -133,7 +132,7 @@ def test_resume_with_other_num_classes_stops(finished_run, tmp_path):
     overrides += ["DATASETS.FOCAL_RETINA.COCO", dataset, "DATASETS.TRAIN", "('three',)"]
     final = root / "output" / "model_final.pth"
     with pytest.raises(ValueError) as error:
-        train_net.main(parse("--resume", "--config-file", QUICKSTART, *overrides))
+        run_main(parse("--resume", "--config-file", QUICKSTART, *overrides))
     # The quickstart's head: 9 anchors per location, 64 channels.
     assert str(error.value) == (
         f"--resume: {final} holds a model for 8 classes (head.cls_score.weight has shape "

@@ -8,12 +8,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-import train_net
 from retina_plugin.engine import SafeCheckpointer, UnsafeCheckpointError
 from tests.test_train_net import QUICKSTART, parse, tiny_overrides
-from tests.utils import tiny_config
+from tests.utils import run_main, tiny_config
 
 REFUSED = (
     "refused, since unpickling it would run code that the file chooses. Weights need only "
@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
         "SOLVER.AMP.ENABLED", "True", "SOLVER.CHECKPOINT_PERIOD", "1",
         "DATASETS.TEST", "()", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0",
     ]  # fmt: skip
-    train_net.main(parse("--config-file", QUICKSTART, *overrides))
+    run_main(parse("--config-file", QUICKSTART, *overrides))
     return root
 
 
@@ -131,7 +131,7 @@ def test_every_entry_point_refuses(trained, tmp_path, entry_point):
             )
             demo.run(args)
         else:
-            train_net.main(_entry_point_args(trained, str(weights), entry_point))
+            run_main(_entry_point_args(trained, str(weights), entry_point))
     assert str(error.value) == f"{weights}: it names the Python global 'io.open'; {REFUSED}"
     assert not marker.exists()
 
@@ -202,3 +202,31 @@ def test_pycls_pyth_is_read_weights_only(tmp_path):
         SafeCheckpointer(model).load(str(evil))
     assert str(error.value) == f"{evil}: it names the Python global 'io.open'; {REFUSED}"
     assert not marker.exists()
+
+
+def _caffe2_pkl(path, state_dict):
+    """Weights as a Detectron1 / Caffe2 model-zoo .pkl: {"blobs": ...} with momentum blobs."""
+    blobs = {k: v.numpy() for k, v in state_dict.items()}
+    blobs.update({f"{k}_momentum": v for k, v in list(blobs.items())[:3]})
+    path.write_bytes(pickle.dumps({"blobs": blobs, "cfg": "a Detectron1 config"}, protocol=2))
+
+
+@pytest.mark.parametrize("kind", ["detectron2.pkl", "caffe2.pkl", "pycls.pyth"])
+def test_files_read_as_detectron2_reads_them(tmp_path, kind):
+    """Benign model-zoo files: SafeCheckpointer returns what Detectron2's own _load_file does."""
+    state_dict = _tiny_model().state_dict()
+    path = tmp_path / f"weights.{kind.split('.')[1]}"
+    if kind == "detectron2.pkl":
+        _detectron2_pkl(path, state_dict)
+    elif kind == "caffe2.pkl":
+        _caffe2_pkl(path, state_dict)
+    else:
+        torch.save({"model_state": state_dict}, path)
+    ours = SafeCheckpointer(_tiny_model())._load_file(str(path))
+    theirs = DetectionCheckpointer(_tiny_model())._load_file(str(path))
+    assert set(ours) == set(theirs) and set(ours["model"]) == set(theirs["model"])
+    for key, value in theirs["model"].items():
+        assert np.array_equal(np.asarray(ours["model"][key]), np.asarray(value)), key
+    assert {k: v for k, v in ours.items() if k != "model"} == {
+        k: v for k, v in theirs.items() if k != "model"
+    }

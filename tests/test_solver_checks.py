@@ -4,9 +4,9 @@ import logging
 
 import pytest
 
-import train_net
 from retina_plugin.engine import check_solver_config
 from tests.test_train_net import QUICKSTART, parse, tiny_overrides
+from tests.utils import run_main
 
 
 def _check(tiny_cfg, overrides, world_size=1):
@@ -147,7 +147,7 @@ def test_train_net_checks_them(tmp_path):
     overrides = tiny_overrides(tmp_path / "shapes", tmp_path / "output")
     args = parse("--config-file", QUICKSTART, *overrides, "SOLVER.CHECKPOINT_PERIOD", "0")
     with pytest.raises(ValueError) as error:
-        train_net.main(args)
+        run_main(args)
     assert str(error.value) == (
         "SOLVER.CHECKPOINT_PERIOD = 0 is out of range: it must be an integer >= 1."
     )

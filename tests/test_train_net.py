@@ -16,8 +16,7 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser
 
-import train_net
-from tests.utils import REPO_ROOT, tiny_shapes_overrides
+from tests.utils import REPO_ROOT, run_main, tiny_shapes_overrides
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs", "quickstart.yaml")
 
@@ -41,7 +40,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     output_dir = root / "output"
     args = parse("--config-file", QUICKSTART, *tiny_overrides(root / "shapes", output_dir))
-    results = train_net.main(args)
+    results = run_main(args)
     return root, output_dir, results
 
 
@@ -67,7 +66,7 @@ def test_eval_only_reproduces_final_evaluation(trained):
         "MODEL.WEIGHTS", str(output_dir / "model_final.pth"),
     )  # fmt: skip
     # Same numbers (APl is NaN: no large objects in 64 px images).
-    assert train_net.main(args)["bbox"] == pytest.approx(results["bbox"], nan_ok=True, rel=0, abs=0)
+    assert run_main(args)["bbox"] == pytest.approx(results["bbox"], nan_ok=True, rel=0, abs=0)
 
 
 def test_num_classes_mismatch(trained):
@@ -75,7 +74,7 @@ def test_num_classes_mismatch(trained):
     overrides = tiny_overrides(root / "shapes", root / "mismatch")
     args = parse("--config-file", QUICKSTART, *overrides, "MODEL.RETINANET.NUM_CLASSES", "3")
     with pytest.raises(ValueError) as error:
-        train_net.main(args)
+        run_main(args)
     message = str(error.value)
     assert message.startswith("MODEL.RETINANET.NUM_CLASSES = 3, but dataset 'shapes_train' (")
     assert message.endswith(
@@ -93,7 +92,7 @@ def test_custom_coco_dataset_from_config(trained, tmp_path):
         "DATASETS.TRAIN", "('my_train',)", "DATASETS.TEST", "()",
         "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0",
     ]  # fmt: skip
-    train_net.main(parse("--config-file", QUICKSTART, *overrides))
+    run_main(parse("--config-file", QUICKSTART, *overrides))
     records = DatasetCatalog.get("my_train")
     assert len(records) == 8
     assert (tmp_path / "custom" / "model_final.pth").is_file()
@@ -119,7 +118,7 @@ def test_bad_custom_dataset_entry(tmp_path, entry, message):
         "DATASETS.TRAIN", "('my_data',)", "OUTPUT_DIR", str(tmp_path),
     )  # fmt: skip
     with pytest.raises((ValueError, FileNotFoundError)) as error:
-        train_net.main(args)
+        run_main(args)
     assert str(error.value) == message
 
 
@@ -246,7 +245,7 @@ def test_non_finite_loss_stops_before_the_step_and_resume_works(trained, tmp_pat
 
     monkeypatch.setattr(SigmoidFocalLoss, "forward", nan_at_iteration_3)
     with pytest.raises(FloatingPointError) as error:
-        train_net.main(parse("--config-file", QUICKSTART, *overrides))
+        run_main(parse("--config-file", QUICKSTART, *overrides))
     message = str(error.value)
     assert message.startswith("Loss became infinite or NaN at iteration=3!")
     # Each term is named; numpy >= 2 prints its floats as np.float64(...).
@@ -258,7 +257,7 @@ def test_non_finite_loss_stops_before_the_step_and_resume_works(trained, tmp_pat
     saved = torch.load(output_dir / "model_0000001.pth", map_location="cpu", weights_only=True)
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
     monkeypatch.setattr(SigmoidFocalLoss, "forward", real_forward)
-    train_net.main(parse("--resume", "--config-file", QUICKSTART, *overrides))
+    run_main(parse("--resume", "--config-file", QUICKSTART, *overrides))
     final = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)
     assert final["iteration"] == 5
 
@@ -282,7 +281,7 @@ def test_custom_dataset_missing_image_folder(tmp_path):
         "DATASETS.TRAIN", "('my_data',)", "OUTPUT_DIR", str(tmp_path / "out"),
     )  # fmt: skip
     with pytest.raises(FileNotFoundError) as error:
-        train_net.main(args)
+        run_main(args)
     assert str(error.value) == (
         f"DATASETS.FOCAL_RETINA.COCO: the image folder {str(tmp_path / 'no_images')!r} of dataset "
         "'my_data' does not exist."

@@ -12,7 +12,7 @@ timeout unless the failure is propagated.
 from detectron2.engine import HookBase, default_argument_parser, launch
 from detectron2.utils import comm
 
-import train_net
+from retina_plugin.engine import Trainer, setup
 
 
 class FailAtIteration(HookBase):
@@ -28,14 +28,19 @@ class FailAtIteration(HookBase):
             )
 
 
-def main(args):
-    class TrainerWithFault(train_net.Trainer):
-        def build_hooks(self):
-            return super().build_hooks() + [FailAtIteration(args.fail_rank, args.fail_at_iter)]
+class TrainerWithFault(Trainer):
+    def __init__(self, cfg, fail_rank: int, fail_at_iter: int):
+        self._fault = FailAtIteration(fail_rank, fail_at_iter)
+        super().__init__(cfg)
 
-    # Runs in every spawned worker (launch pickles `main` by name, not train_net.Trainer).
-    train_net.Trainer = TrainerWithFault
-    return train_net.main(args)
+    def build_hooks(self):
+        return super().build_hooks() + [self._fault]
+
+
+def main(args):
+    trainer = TrainerWithFault(setup(args), args.fail_rank, args.fail_at_iter)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
 
 
 if __name__ == "__main__":

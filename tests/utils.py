@@ -68,3 +68,16 @@ def unregister_datasets(*names):
         if name in DatasetCatalog:
             DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def run_main(args):
+    """What train_net.py's main() does, through the package (tests of train_net.py as users run
+    it start it as a process)."""
+    from retina_plugin.engine import Trainer, setup
+
+    cfg = setup(args)
+    if args.eval_only:
+        return Trainer.evaluate_checkpoint(cfg, resume=args.resume)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()

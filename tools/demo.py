@@ -18,13 +18,12 @@ import sys
 import cv2
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
 from retina_plugin import load_config
 from retina_plugin.data import ImageReadError, read_image_file, register_datasets_from_config
 from retina_plugin.data.mapper import pixel_mean_rgb
-from retina_plugin.engine import safe_checkpointer
+from retina_plugin.engine import SafePredictor
 from retina_plugin.visualization import draw_detections
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -89,8 +88,7 @@ def run(args) -> int:
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     dataset_ids = metadata.get("thing_dataset_id_to_contiguous_id", {})
     contiguous_to_dataset_id = {v: k for k, v in dataset_ids.items()}
-    with safe_checkpointer():  # MODEL.WEIGHTS is read as weights only, never unpickled freely
-        predictor = DefaultPredictor(cfg)
+    predictor = SafePredictor(cfg)  # MODEL.WEIGHTS is read as weights only
     os.makedirs(args.output, exist_ok=True)
     alpha_background = pixel_mean_rgb(cfg)
     detections, failures = [], []

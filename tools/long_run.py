@@ -5,7 +5,7 @@ whether either drifts (a leak in the model, the data-loader workers or the loop)
 
     python -m tools.long_run --max-iter 2500 --num-workers 4 --interval 100 --warmup-iters 300
 
-(run from the repository root, with ``-m``: it uses train_net.py's Trainer). Every ``--interval``
+(run from the repository root, with ``-m``). Every ``--interval``
 iterations it records the iterations/s since the last record and the memory of the main process
 and of its child processes (the data-loader workers): RSS, and PSS, which counts the pages that
 forked workers share with the main process once rather than in each. At the end it prints the
@@ -22,7 +22,7 @@ import time
 
 from detectron2.engine import HookBase, default_argument_parser
 
-import train_net
+from retina_plugin.engine import Trainer, setup
 
 COLUMNS = (
     "iteration",
@@ -219,8 +219,8 @@ def run(args) -> dict:
     train_args = default_argument_parser().parse_args(
         ["--config-file", args.config_file, *overrides, *args.opts]
     )
-    cfg = train_net.setup(train_args)
-    trainer = train_net.Trainer(cfg)
+    cfg = setup(train_args)
+    trainer = Trainer(cfg)
     monitor = ResourceMonitor(args.interval)
     trainer.register_hooks([monitor])
     trainer.resume_or_load(resume=False)

@@ -1,23 +1,25 @@
-"""Training-loop pieces that Detectron2's DefaultTrainer needs changed for this plug-in."""
+"""Training: the plug-in's Trainer and the pieces of Detectron2's loop it builds differently."""
 
-from .amp import AnyDeviceAMPTrainer, any_device_amp
-from .checkpoint import SafeCheckpointer, safe_checkpointer
-from .ddp import any_device_ddp, create_ddp_model
-from .failure import NoEvaluationAfterFailure
+from .amp import AnyDeviceAMPTrainer, build_train_step
+from .checkpoint import SafeCheckpointer
+from .ddp import create_ddp_model
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
+from .predictor import SafePredictor
 from .resume import check_iterations_left
 from .safe_load import UnsafeCheckpointError, load_pickled_weights, load_torch_checkpoint
+from .setup import setup
 from .solver_checks import check_solver_config
+from .trainer import Trainer
 
 __all__ = [
+    "Trainer",
+    "setup",
     "SafeCheckpointer",
-    "safe_checkpointer",
+    "SafePredictor",
     "AnyDeviceAMPTrainer",
-    "any_device_amp",
-    "any_device_ddp",
+    "build_train_step",
     "create_ddp_model",
-    "NoEvaluationAfterFailure",
     "build_lr_scheduler",
     "build_optimizer",
     "check_iterations_left",

@@ -6,13 +6,10 @@ the trainer only has to take a plain step; on CUDA, float16 still needs AMPTrain
 scaling.
 """
 
-import contextlib
-from unittest import mock
-
-from detectron2.engine import defaults
+import torch
 from detectron2.engine.train_loop import AMPTrainer, SimpleTrainer
 
-__all__ = ["AnyDeviceAMPTrainer", "any_device_amp"]
+__all__ = ["AnyDeviceAMPTrainer", "build_train_step"]
 
 
 class AnyDeviceAMPTrainer(AMPTrainer):
@@ -24,8 +21,12 @@ class AnyDeviceAMPTrainer(AMPTrainer):
         return SimpleTrainer.run_step(self)
 
 
-@contextlib.contextmanager
-def any_device_amp():
-    """Within this context, ``DefaultTrainer.__init__`` builds an AMP trainer that runs anywhere."""
-    with mock.patch.object(defaults, "AMPTrainer", AnyDeviceAMPTrainer):
-        yield
+def build_train_step(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+    """The object that runs one iteration: AnyDeviceAMPTrainer with ``SOLVER.AMP.ENABLED``, else
+    Detectron2's SimpleTrainer (what DefaultTrainer builds, with AMP that runs anywhere)."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer(model, data_loader, optimizer)
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    # torch.amp's scaler (torch.cuda.amp's is deprecated); disabled off CUDA, as before.
+    scaler = torch.amp.GradScaler("cuda", enabled=on_cuda)
+    return AnyDeviceAMPTrainer(model, data_loader, optimizer, grad_scaler=scaler)

@@ -10,20 +10,17 @@ or names a missing or broken file. A resume into a model of other shapes (e.g. a
 (see ``safe_load.py``).
 """
 
-import contextlib
 import glob
 import logging
 import os
 import zipfile
-from unittest import mock
 
-from detectron2.checkpoint import DetectionCheckpointer, detection_checkpoint
-from detectron2.engine import defaults
+from detectron2.checkpoint import DetectionCheckpointer
 
 from .resume import check_model_fits_checkpoint
-from .safe_load import load_torch_checkpoint, restricted_loaders
+from .safe_load import load_model_zoo_pickle, load_pycls_checkpoint, load_torch_checkpoint
 
-__all__ = ["SafeCheckpointer", "safe_checkpointer"]
+__all__ = ["SafeCheckpointer"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +98,16 @@ class SafeCheckpointer(DetectionCheckpointer):
         return super().load(path, *args, **kwargs)
 
     def _load_file(self, filename: str):
-        # Detectron2 reads .pkl files with pickle.load and .pyth files with torch.load in this
-        # method; both get weights-only stand-ins for this call.
-        with mock.patch.multiple(detection_checkpoint, **restricted_loaders(filename)):
-            return super()._load_file(filename)
+        # Detectron2 reads .pkl files with a plain pickle.load and .pyth files with torch.load
+        # here; both are read as weights only instead. Every other file goes through
+        # Detectron2's own handling, which calls _torch_load below.
+        if filename.endswith(".pkl"):
+            with self.path_manager.open(filename, "rb") as f:
+                return load_model_zoo_pickle(f, filename)
+        if filename.endswith(".pyth"):
+            with self.path_manager.open(filename, "rb") as f:
+                return load_pycls_checkpoint(f, filename)
+        return super()._load_file(filename)
 
     def _torch_load(self, f: str):
         return load_torch_checkpoint(f)  # fvcore's torch.load relies on the default weights_only
@@ -154,10 +157,3 @@ class SafeCheckpointer(DetectionCheckpointer):
         # model_final.pth is the newest when it exists; model_0001234.pth sort by iteration.
         candidates.sort(key=lambda p: (os.path.basename(p) == "model_final.pth", p), reverse=True)
         return next((path for path in candidates if is_complete_checkpoint(path)), None)
-
-
-@contextlib.contextmanager
-def safe_checkpointer():
-    """Within this context, ``DefaultTrainer.__init__`` builds a SafeCheckpointer."""
-    with mock.patch.object(defaults, "DetectionCheckpointer", SafeCheckpointer):
-        yield

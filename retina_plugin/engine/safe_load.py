@@ -18,7 +18,6 @@ for, before any of it runs.
 
 import pickle
 import re
-from types import SimpleNamespace
 from typing import Any, BinaryIO, Union
 
 import torch
@@ -27,7 +26,8 @@ __all__ = [
     "UnsafeCheckpointError",
     "load_pickled_weights",
     "load_torch_checkpoint",
-    "restricted_loaders",
+    "load_model_zoo_pickle",
+    "load_pycls_checkpoint",
 ]
 
 
@@ -100,11 +100,32 @@ def _last_line(error: Exception) -> str:
     return next((line for line in lines if "WeightsUnpickler error" in line), lines[-1])
 
 
-def restricted_loaders(filename: str) -> dict:
-    """Stand-ins for the ``pickle`` and ``torch`` modules inside Detectron2's checkpoint module,
-    whose ``load`` reads `filename` as :func:`load_pickled_weights` / :func:`load_torch_checkpoint`
-    do (Detectron2 calls ``pickle.load`` for ``.pkl`` and ``torch.load`` for ``.pyth`` files)."""
-    return {
-        "pickle": SimpleNamespace(load=lambda file, **kwargs: load_pickled_weights(file, filename)),
-        "torch": SimpleNamespace(load=lambda file, **kwargs: load_torch_checkpoint(file, filename)),
+def load_model_zoo_pickle(file: BinaryIO, filename: str) -> dict:
+    """
+    A ``.pkl`` model-zoo file read by :func:`load_pickled_weights`, as Detectron2's checkpointer
+    expects it: a Detectron2 model-zoo file (with "model" and "__author__") as it is; a Caffe2 /
+    Detectron1 file as its "blobs" (if any) without the "_momentum" entries, marked for
+    Detectron2's name-matching heuristics.
+    """
+    data = load_pickled_weights(file, filename)
+    if "model" in data and "__author__" in data:
+        return data
+    weights = data.get("blobs", data)
+    weights = {name: value for name, value in weights.items() if not name.endswith("_momentum")}
+    return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def load_pycls_checkpoint(file: BinaryIO, filename: str) -> dict:
+    """A pycls ``.pyth`` file read as weights only: its "model_state" less the BatchNorm
+    "num_batches_tracked" counters, marked for Detectron2's name-matching heuristics."""
+    data = load_torch_checkpoint(file, filename)
+    if "model_state" not in data:
+        raise ValueError(
+            f"Cannot load .pyth file {filename}: pycls checkpoints hold 'model_state'."
+        )
+    weights = {
+        name: value
+        for name, value in data["model_state"].items()
+        if not name.endswith("num_batches_tracked")
     }
+    return {"model": weights, "__author__": "pycls", "matching_heuristics": True}

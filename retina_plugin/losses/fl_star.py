@@ -71,8 +71,8 @@ class SigmoidFocalLossStar(ClassificationLoss):
             weights = weights * alpha_t
         return (loss * weights).sum()
 
-    def class_score_logits(self, logits: Tensor) -> Tensor:
-        return self.gamma * logits + self.beta
+    def class_scores(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(self.gamma * logits + self.beta)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, gamma={self.gamma}, beta={self.beta}"

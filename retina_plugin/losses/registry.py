@@ -41,12 +41,16 @@ class ClassificationLoss(nn.Module):
     # True: the head gives K + 1 logits per anchor, the last one for background.
     background_logit: bool = False
 
-    def class_score_logits(self, logits: Tensor) -> Tensor:
-        """
-        (..., C) logits -> (..., K) values whose sigmoid is each class's score at inference
-        (Detectron2's inference applies the sigmoid). Identity for the sigmoid losses.
-        """
-        return logits
+    @classmethod
+    def num_logits(cls, num_classes: int) -> int:
+        """C, the head's logits per anchor for K = `num_classes`: K, or K + 1 with a background
+        logit."""
+        return num_classes + int(cls.background_logit)
+
+    def class_scores(self, logits: Tensor) -> Tensor:
+        """(..., C) logits -> (..., K) class probabilities, the scores of inference (here the
+        sigmoid of each logit, as Detectron2's RetinaNet)."""
+        return torch.sigmoid(logits)
 
 
 def build_classification_loss(cfg) -> ClassificationLoss:

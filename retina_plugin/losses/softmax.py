@@ -63,10 +63,9 @@ class SoftmaxFocalLoss(ClassificationLoss):
             weights = weights * torch.where(gt_labels == background, 1 - self.alpha, self.alpha)
         return -(weights * modulator * log_p_t).sum()
 
-    def class_score_logits(self, logits: Tensor) -> Tensor:
-        """log(p_k / (1 - p_k)) of the K foreground classes, so that sigmoid gives p_k."""
-        log_p = float32_or_wider(logits).log_softmax(dim=-1)[..., :-1]
-        return log_p - torch.log(-torch.expm1(log_p))
+    def class_scores(self, logits: Tensor) -> Tensor:
+        """The softmax probabilities of the K foreground classes (background dropped)."""
+        return float32_or_wider(logits).softmax(dim=-1)[..., :-1]
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, gamma={self.gamma}"

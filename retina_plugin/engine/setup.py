@@ -1,0 +1,41 @@
+"""``setup(args)``: the config of a run from its command line, with logging and datasets."""
+
+import logging
+import os
+
+import torch
+from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import load_config
+from ..data import register_datasets_from_config
+
+__all__ = ["setup"]
+
+logger = logging.getLogger("retina_plugin")
+
+
+def setup(args):
+    """
+    The frozen config of ``args.config_file`` with ``args.opts`` (KEY VALUE overrides) merged,
+    read as plain YAML (no Python tags run); Detectron2's ``default_setup`` (logging, the config
+    saved to OUTPUT_DIR, the seed); the datasets named in ``DATASETS.FOCAL_RETINA`` registered.
+
+    Without a GPU, ``MODEL.DEVICE cuda`` becomes ``cpu`` with a warning; processes on one
+    machine share its cores on the CPU.
+    """
+    cfg = load_config(args.config_file, args.opts)
+    fell_back_to_cpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
+    if fell_back_to_cpu:
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retina_plugin")
+    if fell_back_to_cpu:
+        logger.warning("No CUDA device is available: training and testing on the CPU.")
+    if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
+        # Processes on one machine share its cores rather than each using all of them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    register_datasets_from_config(cfg)
+    return cfg

@@ -7,7 +7,6 @@ generator into Detectron2's registries.
 # The modules below are imported for registration.
 from .anchor_generator import OctaveAnchorGenerator
 from .config import add_retina_plugin_config, load_config
-from .focal_loss import sigmoid_focal_loss, sigmoid_focal_loss_from_labels
 from .head import RETINA_HEAD_REGISTRY, FocalRetinaHead, build_retina_head
 from .losses import (
     CLASSIFICATION_LOSS_REGISTRY,
@@ -19,6 +18,7 @@ from .losses import (
     SoftmaxFocalLoss,
     build_classification_loss,
 )
+from .losses.functional import sigmoid_focal_loss, sigmoid_focal_loss_from_labels
 from .meta_arch import FocalRetinaNet
 
 __all__ = [

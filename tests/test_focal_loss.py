@@ -7,7 +7,7 @@ from fvcore.nn import sigmoid_focal_loss as fvcore_focal_loss
 from torchvision.ops import sigmoid_focal_loss as torchvision_focal_loss
 
 from retina_plugin import sigmoid_focal_loss
-from retina_plugin.focal_loss import sigmoid_focal_loss_from_labels
+from retina_plugin.losses.functional import sigmoid_focal_loss_from_labels
 
 # FL = -alpha_t (1 - p_t)^gamma log(p_t), p = sigmoid(x), worked out by hand:
 # x = 0, y = 1: 0.25 * 0.5^2 * ln 2; x = 0, y = 0: 0.75 * 0.5^2 * ln 2;
@@ -128,7 +128,11 @@ def test_under_cpu_autocast_is_float32():
             "sigmoid_focal_loss: reduction='avg'; expected one of ('none', 'mean', 'sum')",
         ),
         ({"gamma": -1.0}, "sigmoid_focal_loss: gamma=-1.0 must be >= 0"),
-        ({"alpha": 1.5}, "sigmoid_focal_loss: alpha=1.5 must be in [0, 1] (or < 0 to disable)"),
+        (
+            {"alpha": 1.5},
+            "sigmoid_focal_loss: alpha = 1.5 is out of range: alpha must lie in [0, 1], or be "
+            "negative (e.g. -1) to disable alpha-balancing.",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, message):

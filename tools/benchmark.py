@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 import retina_plugin
 from retina_plugin import add_retina_plugin_config, sigmoid_focal_loss
-from retina_plugin.focal_loss import sigmoid_focal_loss_from_labels
+from retina_plugin.losses.functional import sigmoid_focal_loss_from_labels
 
 ALPHA, GAMMA = 0.25, 2.0
 _COMPILE_CACHE_DIR = os.path.join(tempfile.gettempdir(), "retina_plugin_benchmark_inductor_cache")

@@ -7,8 +7,7 @@ from detectron2.config import configurable
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..focal_loss import float32_or_wider
-from .registry import (
+from .base import (
     CLASSIFICATION_LOSS_REGISTRY,
     ClassificationLoss,
     alpha_weights,
@@ -16,6 +15,7 @@ from .registry import (
     loss_alpha_from_config,
     positive_pairs,
 )
+from .functional import float32_or_wider
 
 __all__ = ["SigmoidFocalLossStar"]
 

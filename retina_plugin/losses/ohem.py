@@ -9,8 +9,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..checks import check_at_least, check_in_range
-from ..focal_loss import float32_or_wider, sigmoid_focal_loss_from_labels
-from .registry import (
+from .base import (
     CLASSIFICATION_LOSS_REGISTRY,
     ClassificationLoss,
     alpha_weights,
@@ -18,6 +17,7 @@ from .registry import (
     loss_alpha_from_config,
     positive_pairs,
 )
+from .functional import float32_or_wider, sigmoid_focal_loss_from_labels
 
 __all__ = ["OHEMCrossEntropyLoss", "select_hard_examples"]
 

@@ -6,13 +6,13 @@ from typing import Union
 from detectron2.config import configurable
 from torch import Tensor
 
-from ..focal_loss import sigmoid_focal_loss_from_labels
-from .registry import (
+from .base import (
     CLASSIFICATION_LOSS_REGISTRY,
     ClassificationLoss,
     check_focal_loss_config,
     loss_alpha_from_config,
 )
+from .functional import sigmoid_focal_loss_from_labels
 
 __all__ = ["SigmoidFocalLoss", "SigmoidCrossEntropyLoss"]
 

@@ -4,8 +4,8 @@ import torch
 from detectron2.config import configurable
 from torch import Tensor
 
-from ..focal_loss import float32_or_wider
-from .registry import CLASSIFICATION_LOSS_REGISTRY, ClassificationLoss, check_focal_loss_config
+from .base import CLASSIFICATION_LOSS_REGISTRY, ClassificationLoss, check_focal_loss_config
+from .functional import float32_or_wider
 
 __all__ = ["SoftmaxFocalLoss"]
 

@@ -21,7 +21,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from .compile import maybe_compile
+from ..compile import maybe_compile
+from .base import check_alpha
 
 __all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_from_labels"]
 
@@ -142,24 +143,9 @@ def _dense_kernel(logits: Tensor, targets: Tensor, alpha: float, gamma: float):
     return _compiled_dense_loss_and_grad(logits, targets, *_constants(alpha, gamma, logits))
 
 
-def _check_arguments(alpha: float, gamma: float):
+def _check_gamma(gamma: float, function: str):
     if gamma < 0:
-        raise ValueError(f"sigmoid_focal_loss: gamma={gamma} must be >= 0")
-    if alpha > 1:
-        raise ValueError(f"sigmoid_focal_loss: alpha={alpha} must be in [0, 1] (or < 0 to disable)")
-
-
-def _per_class_alpha(alpha, num_classes: int):
-    """A float alpha as it is; a sequence as a tuple of K floats, each checked to lie in [0, 1]."""
-    if isinstance(alpha, (int, float)):
-        return float(alpha)
-    alpha = tuple(float(a) for a in alpha)
-    if len(alpha) != num_classes or not all(0 <= a <= 1 for a in alpha):
-        raise ValueError(
-            f"sigmoid_focal_loss_from_labels: a per-class alpha needs K = {num_classes} values "
-            f"in [0, 1]; got {list(alpha)}"
-        )
-    return alpha
+        raise ValueError(f"{function}: gamma={gamma} must be >= 0")
 
 
 def float32_or_wider(x: Tensor) -> Tensor:
@@ -196,7 +182,8 @@ def sigmoid_focal_loss(
         raise ValueError(
             f"sigmoid_focal_loss: reduction={reduction!r}; expected one of {_REDUCTIONS}"
         )
-    _check_arguments(alpha, gamma)
+    alpha = check_alpha(alpha, key="sigmoid_focal_loss: alpha")
+    _check_gamma(gamma, "sigmoid_focal_loss")
     if inputs.shape != targets.shape:
         raise ValueError(
             f"sigmoid_focal_loss: inputs {tuple(inputs.shape)} and targets "
@@ -208,7 +195,7 @@ def sigmoid_focal_loss(
             inputs,
             _dense_kernel,
             targets.to(inputs.dtype),
-            float(alpha),
+            alpha,
             float(gamma),
         )
     if reduction == "mean":
@@ -242,8 +229,8 @@ def sigmoid_focal_loss_from_labels(
             f"sigmoid_focal_loss_from_labels: logits {tuple(logits.shape)} must be (M, K) and "
             f"labels {tuple(labels.shape)} (M,)"
         )
-    alpha = _per_class_alpha(alpha, logits.shape[1])
-    _check_arguments(alpha if isinstance(alpha, float) else 0.0, gamma)
+    alpha = check_alpha(alpha, logits.shape[1], key="sigmoid_focal_loss_from_labels: alpha")
+    _check_gamma(gamma, "sigmoid_focal_loss_from_labels")
     logits = float32_or_wider(logits)
     with torch.autocast(logits.device.type, enabled=False):
         return _LossWithPrecomputedGrad.apply(

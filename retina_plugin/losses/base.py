@@ -1,4 +1,5 @@
-"""The registry of classification losses, the interface they share, and their config checks."""
+"""The classification-loss interface, its registry, and the one place where alpha is checked
+and alpha_t is built."""
 
 import math
 from typing import Optional
@@ -13,6 +14,9 @@ __all__ = [
     "CLASSIFICATION_LOSS_REGISTRY",
     "ClassificationLoss",
     "build_classification_loss",
+    "get_loss_class",
+    "check_alpha",
+    "check_focal_loss_config",
     "loss_alpha_from_config",
     "alpha_weights",
     "positive_pairs",
@@ -65,16 +69,41 @@ def get_loss_class(cfg) -> type:
     return CLASSIFICATION_LOSS_REGISTRY.get(name)
 
 
-def check_alpha(alpha):
+_ALPHA_KEY = "MODEL.RETINANET.FOCAL_LOSS_ALPHA"
+_CLASS_ALPHAS_KEY = "MODEL.FOCAL_RETINA.CLASS_ALPHAS"
+
+
+def check_alpha(alpha, num_classes: Optional[int] = None, key: str = _ALPHA_KEY):
     """
-    A scalar alpha in [0, 1] (negative: no balancing), as MODEL.RETINANET.FOCAL_LOSS_ALPHA; a
-    per-class sequence is checked by :func:`loss_alpha_from_config`.
+    The one check of the paper's alpha: a number in [0, 1] (negative: no alpha-balancing), or a
+    sequence of one alpha_k in [0, 1] per class (`num_classes` of them, when given). `key` names
+    the value in the error (a config key, or a function's argument).
+
+    Returns:
+        alpha as a float, or as a tuple of K floats.
     """
-    if isinstance(alpha, (int, float)) and (math.isnan(alpha) or alpha > 1):
-        raise ValueError(
-            f"MODEL.RETINANET.FOCAL_LOSS_ALPHA = {alpha} is out of range: alpha must lie in "
-            "[0, 1], or be negative (e.g. -1) to disable alpha-balancing."
+    if isinstance(alpha, (int, float)):
+        if math.isnan(alpha) or alpha > 1:
+            raise ValueError(
+                f"{key} = {alpha} is out of range: alpha must lie in [0, 1], or be negative "
+                "(e.g. -1) to disable alpha-balancing."
+            )
+        return float(alpha)
+    alpha = tuple(float(a) for a in alpha)
+    if (num_classes is not None and len(alpha) != num_classes) or not all(
+        0 <= a <= 1 for a in alpha
+    ):
+        count = "MODEL.RETINANET.NUM_CLASSES" if key == _CLASS_ALPHAS_KEY else "K"
+        instead = (
+            f" (or be empty to use {_ALPHA_KEY} for every class)"
+            if key == _CLASS_ALPHAS_KEY
+            else ""
         )
+        raise ValueError(
+            f"{key} = {list(alpha)} must hold one alpha in [0, 1] per class, i.e. {count} = "
+            f"{num_classes} values{instead}."
+        )
+    return alpha
 
 
 def positive_pairs(labels: Tensor, num_classes: int) -> Tensor:
@@ -93,8 +122,8 @@ def alpha_weights(positive: Tensor, alpha, like: Tensor) -> Optional[Tensor]:
     return torch.where(positive, alpha, 1 - alpha)
 
 
-def check_focal_loss_config(alpha: float, gamma: float):
-    """alpha in [0, 1] (negative: no balancing), gamma >= 0, as MODEL.RETINANET keys."""
+def check_focal_loss_config(alpha, gamma: float):
+    """alpha as :func:`check_alpha`, gamma >= 0, as MODEL.RETINANET keys."""
     check_alpha(alpha)
     check_at_least("MODEL.RETINANET.FOCAL_LOSS_GAMMA", gamma, 0)
 
@@ -107,11 +136,4 @@ def loss_alpha_from_config(cfg):
     class_alphas = cfg.MODEL.FOCAL_RETINA.CLASS_ALPHAS
     if not class_alphas:
         return cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA
-    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-    if len(class_alphas) != num_classes or not all(0 <= a <= 1 for a in class_alphas):
-        raise ValueError(
-            f"MODEL.FOCAL_RETINA.CLASS_ALPHAS = {list(class_alphas)} must hold one alpha in "
-            f"[0, 1] per class, i.e. MODEL.RETINANET.NUM_CLASSES = {num_classes} values (or be "
-            "empty to use MODEL.RETINANET.FOCAL_LOSS_ALPHA for every class)."
-        )
-    return tuple(float(a) for a in class_alphas)
+    return check_alpha(class_alphas, cfg.MODEL.RETINANET.NUM_CLASSES, _CLASS_ALPHAS_KEY)

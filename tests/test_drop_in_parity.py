@@ -6,34 +6,18 @@ agree, so Detectron2 RetinaNet checkpoints work unchanged.
 
 import pytest
 import torch
-from detectron2 import model_zoo
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.utils.events import EventStorage
 
-from retina_plugin import FocalRetinaNet, add_retina_plugin_config
+from retina_plugin import FocalRetinaNet
+from retina_plugin.reference import detectron2_retinanet_pair
 from tests.utils import random_batch
 
 
 @pytest.fixture(scope="module")
 def models():
-    cfg = get_cfg()
-    add_retina_plugin_config(cfg)
-    # Detectron2's own file, which needs its Python eval for the anchor sizes.
-    config_file = model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml")
-    cfg.merge_from_file(config_file, allow_unsafe=True)
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = "cpu"
-    # Caffe2 weights expect raw 0-255 pixels; randomly initialised ones need unit-scale inputs
-    # for their activations to stay finite through 50 layers.
-    cfg.MODEL.PIXEL_STD = [57.375, 57.12, 58.395]
-    torch.manual_seed(0)
-    reference = build_model(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "FocalRetinaNet"
-    ours = build_model(cfg)
+    reference, ours = detectron2_retinanet_pair("cpu")
     assert type(reference) is RetinaNet and type(ours) is FocalRetinaNet
-    ours.load_state_dict(reference.state_dict(), strict=True)
     return reference, ours
 
 

@@ -24,17 +24,15 @@ import tempfile
 import time
 
 import torch
-from detectron2 import model_zoo
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from fvcore.nn import sigmoid_focal_loss_jit
 from torch.nn import functional as F
 
 import retina_plugin
-from retina_plugin import add_retina_plugin_config, sigmoid_focal_loss
+from retina_plugin import sigmoid_focal_loss
 from retina_plugin.losses.functional import sigmoid_focal_loss_from_labels
+from retina_plugin.reference import detectron2_retinanet_pair
 
 ALPHA, GAMMA = 0.25, 2.0
 _COMPILE_CACHE_DIR = os.path.join(tempfile.gettempdir(), "retina_plugin_benchmark_inductor_cache")
@@ -246,23 +244,6 @@ def bench_loss(args):
 # ------------------------------------------------------------------------------------------------
 
 
-def build_pair(args):
-    cfg = get_cfg()
-    add_retina_plugin_config(cfg)
-    cfg.merge_from_file(
-        model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml"), allow_unsafe=True
-    )
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = args.device
-    cfg.MODEL.PIXEL_STD = [57.375, 57.12, 58.395]  # random weights: unit-scale inputs
-    torch.manual_seed(0)
-    reference = build_model(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "FocalRetinaNet"
-    ours = build_model(cfg)
-    ours.load_state_dict(reference.state_dict())
-    return reference, ours
-
-
 def model_batch(args, seed=0):
     generator = torch.Generator().manual_seed(seed)
     size = args.image_size
@@ -290,7 +271,7 @@ def bench_model(args):
     print(
         f"\n## R50-FPN RetinaNet, {args.batch} x {args.image_size}x{args.image_size}, 80 classes, {args.device}"
     )
-    reference, ours = build_pair(args)
+    reference, ours = detectron2_retinanet_pair(args.device)
     # FocalRetinaNet as configs/Base-FocalRetina.yaml builds it: NHWC convolutions.
     ours_nhwc = copy.deepcopy(ours).to(memory_format=torch.channels_last)
     ours_amp = copy.deepcopy(ours_nhwc)

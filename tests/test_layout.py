@@ -118,4 +118,3 @@ def test_nothing_imports_train_net_or_tools(path):
 def test_train_net_is_a_thin_script():
     with open(os.path.join(REPO_ROOT, "train_net.py")) as f:
         assert len(f.readlines()) <= 80
-    assert not os.path.exists(os.path.join(REPO_ROOT, "tools", "__init__.py"))

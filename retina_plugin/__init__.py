@@ -5,9 +5,7 @@ generator into Detectron2's registries.
 """
 
 # The modules below are imported for registration.
-from .anchor_generator import OctaveAnchorGenerator
 from .config import add_retina_plugin_config, load_config
-from .head import RETINA_HEAD_REGISTRY, FocalRetinaHead, build_retina_head
 from .losses import (
     CLASSIFICATION_LOSS_REGISTRY,
     ClassificationLoss,
@@ -19,7 +17,13 @@ from .losses import (
     build_classification_loss,
 )
 from .losses.functional import sigmoid_focal_loss, sigmoid_focal_loss_from_labels
-from .meta_arch import FocalRetinaNet
+from .modeling import (
+    RETINA_HEAD_REGISTRY,
+    FocalRetinaHead,
+    FocalRetinaNet,
+    OctaveAnchorGenerator,
+    build_retina_head,
+)
 
 __all__ = [
     "add_retina_plugin_config",

@@ -4,12 +4,14 @@ import os
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser
 from detectron2.structures import Boxes, Instances
 
 from retina_plugin import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS_DIR = os.path.join(REPO_ROOT, "configs")
+QUICKSTART = os.path.join(CONFIGS_DIR, "quickstart.yaml")
 
 
 def plugin_config(config_file: str):
@@ -60,6 +62,19 @@ def tiny_shapes_overrides(shapes_root, max_iter=4):
         # After 4 steps few scores pass 0.05; with none, COCOEvaluator reports NaN.
         "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
     ]  # fmt: skip
+
+
+def tiny_overrides(shapes_root, output_dir, max_iter=4):
+    """The quickstart on 24 + 8 shapes images of 64 px, 2 images per step, into `output_dir`."""
+    return tiny_shapes_overrides(shapes_root, max_iter) + [
+        "SOLVER.STEPS", "()", "SEED", "0",
+        "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "2",
+        "OUTPUT_DIR", str(output_dir),
+    ]  # fmt: skip
+
+
+def parse(*argv):
+    return default_argument_parser().parse_args(list(argv))
 
 
 def unregister_datasets(*names):

@@ -20,7 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data import build_test_loader, build_train_loader, check_num_classes
-from ..priors import classification_prior
+from ..modeling.priors import classification_prior
 from .amp import build_train_step
 from .checkpoint import SafeCheckpointer
 from .ddp import create_ddp_model

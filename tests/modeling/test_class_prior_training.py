@@ -4,8 +4,8 @@ import torch
 from detectron2.data import DatasetCatalog
 
 from retina_plugin.engine import Trainer, setup
-from retina_plugin.priors import class_frequency_priors, classification_bias
-from tests.test_train_net import QUICKSTART, parse, tiny_overrides
+from retina_plugin.modeling.priors import class_frequency_priors, classification_bias
+from tests.utils import QUICKSTART, parse, tiny_overrides
 
 
 def _class_biases(trainer, num_logits):

@@ -16,10 +16,10 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from ..checks import check_at_least, check_in_range, check_iou_bands
+from ..losses import build_classification_loss
 from .autocast import AMP_DTYPES, autocast, keep_float32_where_bfloat16_conv_fails
-from .checks import check_at_least, check_in_range, check_iou_bands
 from .head import build_retina_head
-from .losses import build_classification_loss
 
 __all__ = ["FocalRetinaNet", "AnchorAssignment", "build_anchor_matcher"]
 
@@ -114,7 +114,7 @@ class FocalRetinaNet(RetinaNet):
     @classmethod
     def from_config(cls, cfg, class_priors: Optional[Tensor] = None):
         """`class_priors`: (K,) initial class probabilities pi_k for the head (default: every
-        class MODEL.RETINANET.PRIOR_PROB); see :mod:`retina_plugin.priors`."""
+        class MODEL.RETINANET.PRIOR_PROB); see :mod:`retina_plugin.modeling.priors`."""
         retina = cfg.MODEL.RETINANET
         _check_inference_config(cfg)
         if retina.BBOX_REG_LOSS_TYPE not in _BOX_REG_LOSS_TYPES:

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from tests.test_train_net import QUICKSTART, tiny_overrides
-from tests.utils import REPO_ROOT
+from tests.utils import QUICKSTART, REPO_ROOT, tiny_overrides
 
 MAX_ITER = 4
 # Without the fix the failing case below waits for Detectron2's collective timeout (30 min).

@@ -19,7 +19,7 @@ from retina_plugin import (
     sigmoid_focal_loss,
 )
 from retina_plugin.losses import select_hard_examples
-from retina_plugin.priors import class_frequency_priors, classification_bias
+from retina_plugin.modeling.priors import class_frequency_priors, classification_bias
 from tests.utils import random_batch, tiny_config
 
 

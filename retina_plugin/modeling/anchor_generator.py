@@ -3,7 +3,7 @@
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator
 
-from .checks import check_at_least
+from ..checks import check_at_least
 
 __all__ = ["OctaveAnchorGenerator", "octave_anchor_sizes"]
 

@@ -30,8 +30,7 @@ from retina_plugin.data import (
     sanitize_boxes,
 )
 from tests.data_files import coco_dict, truncate, write_coco_dataset, write_image, write_json
-from tests.test_train_net import QUICKSTART, tiny_overrides
-from tests.utils import REPO_ROOT, run_main
+from tests.utils import QUICKSTART, REPO_ROOT, run_main, tiny_overrides
 
 
 def data_config(*train_names, **coco):

@@ -12,8 +12,7 @@ import torch
 from detectron2.modeling import build_model
 
 from retina_plugin.engine import SafeCheckpointer
-from tests.test_train_net import QUICKSTART, parse, tiny_overrides
-from tests.utils import run_main, tiny_config
+from tests.utils import QUICKSTART, parse, run_main, tiny_config, tiny_overrides
 
 
 @pytest.fixture(autouse=True)

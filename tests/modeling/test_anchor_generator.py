@@ -6,7 +6,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import build_anchor_generator
 
 from retina_plugin import OctaveAnchorGenerator
-from retina_plugin.anchor_generator import octave_anchor_sizes
+from retina_plugin.modeling.anchor_generator import octave_anchor_sizes
 from tests.utils import tiny_config
 
 P3_TO_P7 = [ShapeSpec(channels=32, stride=2**level) for level in range(3, 8)]

@@ -12,8 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from retina_plugin.engine import SafeCheckpointer, UnsafeCheckpointError
-from tests.test_train_net import QUICKSTART, parse, tiny_overrides
-from tests.utils import run_main, tiny_config
+from tests.utils import QUICKSTART, parse, run_main, tiny_config, tiny_overrides
 
 REFUSED = (
     "refused, since unpickling it would run code that the file chooses. Weights need only "
@@ -47,7 +46,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("safe_load")
     overrides = tiny_overrides(root / "shapes", root / "output", max_iter=2) + [
         "SOLVER.FOCAL_RETINA.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001",
-        # bfloat16 at 64 px: P7's weight gradient is the one retina_plugin/autocast.py keeps in
+        # bfloat16 at 64 px: P7's weight gradient is the one retina_plugin/modeling/autocast.py keeps in
         # float32 (it was garbage, and the second step's loss NaN, depending on earlier tests).
         "SOLVER.AMP.ENABLED", "True", "SOLVER.CHECKPOINT_PERIOD", "1",
         "DATASETS.TEST", "()", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0",

@@ -7,7 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from retina_plugin.autocast import keep_float32_where_bfloat16_conv_fails
+from retina_plugin.modeling.autocast import keep_float32_where_bfloat16_conv_fails
 from tests.utils import random_batch, tiny_config
 
 

@@ -10,8 +10,8 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.utils.registry import Registry
 from torch import Tensor
 
-from .checks import check_at_least, check_in_range, check_registered
-from .losses import get_loss_class
+from ..checks import check_at_least, check_in_range, check_registered
+from ..losses import get_loss_class
 from .priors import classification_bias, classification_prior
 
 __all__ = ["RETINA_HEAD_REGISTRY", "build_retina_head", "FocalRetinaHead"]
@@ -61,7 +61,7 @@ class FocalRetinaHead(RetinaNetHead):
     It is Detectron2's :class:`RetinaNetHead` (same parameters and names, so Detectron2
     checkpoints load unchanged), built with its config checked. For a loss over K + 1 classes
     (``background_logit``) the last conv has (K + 1) * A outputs and its background bias starts
-    at log(K (1 - pi) / pi), the others at 0 (see :func:`retina_plugin.priors.classification_bias`).
+    at log(K (1 - pi) / pi), the others at 0 (see :func:`retina_plugin.modeling.priors.classification_bias`).
     """
 
     @configurable

@@ -14,24 +14,8 @@ import time
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser
 
-from tests.utils import REPO_ROOT, run_main, tiny_shapes_overrides
-
-QUICKSTART = os.path.join(REPO_ROOT, "configs", "quickstart.yaml")
-
-
-def tiny_overrides(shapes_root, output_dir, max_iter=4):
-    """The quickstart on 24 + 8 shapes images of 64 px, 2 images per step, into `output_dir`."""
-    return tiny_shapes_overrides(shapes_root, max_iter) + [
-        "SOLVER.STEPS", "()", "SEED", "0",
-        "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "2",
-        "OUTPUT_DIR", str(output_dir),
-    ]  # fmt: skip
-
-
-def parse(*argv):
-    return default_argument_parser().parse_args(list(argv))
+from tests.utils import QUICKSTART, REPO_ROOT, parse, run_main, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,14 @@
-"""tools/ablate.py and configs/Ablations: every ablation config loads and builds with the paper's
-row values; grid parsing and its errors; the tables of a sweep (a stand-in trainer with known
-metrics, then a tiny real sweep through train_net.py); resumability and changed settings."""
+"""retina_plugin.sweeps, tools/ablate.py (as users run it, in a process of its own),
+configs/Ablations and sweeps/: every ablation config loads and builds with the paper's row values;
+grid parsing and its errors; the tables of a sweep (a stand-in trainer with known metrics, then a
+tiny real sweep through train_net.py); resumability and changed settings."""
 
 import csv
 import glob
 import json
 import os
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -14,11 +16,15 @@ import torch
 import yaml
 from detectron2.modeling import build_model
 
-from retina_plugin import load_config
-from tests.utils import CONFIGS_DIR, tiny_shapes_overrides
-from tools import ablate
+from retina_plugin import load_config, sweeps
+from retina_plugin.sweeps import runner
+from tests.utils import CONFIGS_DIR, REPO_ROOT, tiny_shapes_overrides
 
 ABLATIONS_DIR = os.path.join(CONFIGS_DIR, "Ablations")
+SWEEPS_DIR = os.path.join(REPO_ROOT, "sweeps")  # the grid files
+ABLATE = os.path.join(REPO_ROOT, "tools", "ablate.py")
+TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
+TRAIN_COMMAND = [sys.executable, TRAIN_NET]  # the one tools/ablate.py passes
 QUICKSTART = os.path.join(CONFIGS_DIR, "quickstart.yaml")
 SHAPES_BASE = os.path.join(ABLATIONS_DIR, "shapes", "Base-Shapes-Ablation.yaml")
 GAMMA, ALPHA = "MODEL.RETINANET.FOCAL_LOSS_GAMMA", "MODEL.RETINANET.FOCAL_LOSS_ALPHA"
@@ -57,18 +63,25 @@ ABLATION_FILES = sorted(
     os.path.relpath(path, ABLATIONS_DIR)
     for path in glob.glob(os.path.join(ABLATIONS_DIR, "**", "*.yaml"), recursive=True)
 )
-# Grid files of tools/ablate.py live beside the configs they sweep.
-GRID_FILES = [f for f in ABLATION_FILES if ablate.is_grid_file(os.path.join(ABLATIONS_DIR, f))]
-CONFIG_FILES = [name for name in ABLATION_FILES if name not in GRID_FILES]
+# Grid files are not train_net.py configs: they live in sweeps/, outside configs/.
+GRID_FILES = sorted(
+    os.path.relpath(path, SWEEPS_DIR)
+    for path in glob.glob(os.path.join(SWEEPS_DIR, "**", "*.yaml"), recursive=True)
+)
 
 
 def test_ablation_files_found():
     expected = {"Base-Ablation-R50-FPN-600.yaml", "shapes/Base-Shapes-Ablation.yaml"}
-    assert expected | set(PAPER_ROWS) <= set(CONFIG_FILES)
-    assert {"shapes/gamma_sweep.yaml", "shapes/ce_vs_fl.yaml"} <= set(GRID_FILES)
+    assert expected | set(PAPER_ROWS) <= set(ABLATION_FILES)
+    assert {"shapes/gamma_sweep.yaml", "shapes/ce_vs_fl.yaml", "shapes/loss_family.yaml"} <= set(
+        GRID_FILES
+    )
+    assert all(sweeps.is_grid_file(os.path.join(SWEEPS_DIR, name)) for name in GRID_FILES)
+    configs = glob.glob(os.path.join(CONFIGS_DIR, "**", "*.yaml"), recursive=True)
+    assert not [path for path in configs if sweeps.is_grid_file(path)]
 
 
-@pytest.mark.parametrize("name", CONFIG_FILES)
+@pytest.mark.parametrize("name", ABLATION_FILES)
 def test_every_ablation_config_loads_and_builds(name):
     cfg = load_config(os.path.join(ABLATIONS_DIR, name))
     cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
@@ -120,8 +133,8 @@ def test_shapes_ablation_base():
     assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupCosineLR"
     # Everything else is the quick start's.
     different = {
-        key for key in ablate.all_keys(cfg)
-        if ablate.config_value(cfg, key) != ablate.config_value(quickstart, key)
+        key for key in sweeps.all_keys(cfg)
+        if sweeps.config_value(cfg, key) != sweeps.config_value(quickstart, key)
     }  # fmt: skip
     assert different == {
         "SEED", "SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD",
@@ -130,7 +143,7 @@ def test_shapes_ablation_base():
 
 
 def test_shapes_grid_files():
-    gamma_sweep = ablate.load_grid_file(os.path.join(ABLATIONS_DIR, "shapes/gamma_sweep.yaml"))
+    gamma_sweep = sweeps.load_grid_file(os.path.join(SWEEPS_DIR, "shapes/gamma_sweep.yaml"))
     assert gamma_sweep.base == SHAPES_BASE
     assert gamma_sweep.x_key == GAMMA and gamma_sweep.series_keys == []
     rows = [(s.name, dict(s.overrides)) for s in gamma_sweep.settings]
@@ -141,45 +154,34 @@ def test_shapes_grid_files():
         ("gamma2_alpha.25", 2.0, 0.25),
         ("gamma5_alpha.25", 5.0, 0.25),
     ]
-    ce_vs_fl = ablate.load_grid_file(os.path.join(ABLATIONS_DIR, "shapes/ce_vs_fl.yaml"))
+    ce_vs_fl = sweeps.load_grid_file(os.path.join(SWEEPS_DIR, "shapes/ce_vs_fl.yaml"))
     assert ce_vs_fl.base == SHAPES_BASE and ce_vs_fl.x_key is None
     assert [(s.name, dict(s.overrides)) for s in ce_vs_fl.settings] == [
         (name, {LOSS_NAME: "SigmoidFocalLoss", GAMMA: gamma, ALPHA: alpha})
         for name, gamma, alpha in [("CE", 0.0, -1.0), ("alpha-CE", 0.0, 0.75), ("FL", 2.0, 0.25)]
     ]
 
+    loss_family = sweeps.load_grid_file(os.path.join(SWEEPS_DIR, "shapes/loss_family.yaml"))
+    assert loss_family.base == SHAPES_BASE  # resolved from sweeps/shapes/ into configs/
 
-@pytest.mark.parametrize("grid_file", GRID_FILES)
-def test_shapes_grid_dry_run(grid_file, tmp_path, capsys):
-    output = tmp_path / "sweep"
-    grid_path = os.path.join(ABLATIONS_DIR, grid_file)
-    assert ablate.main(["--grid", grid_path, "--output", str(output), "--dry-run"]) == 0
-    printed = capsys.readouterr().out
-    settings = ablate.load_grid_file(grid_path).settings
-    for setting in settings:
-        command = [
-            sys.executable, ablate.TRAIN_NET, "--config-file", SHAPES_BASE, "--resume",
-            "OUTPUT_DIR", str(output / setting.name),
-        ]  # fmt: skip
-        for key, value in setting.overrides:
-            command += [key, str(value)]
-        assert f"{setting.name}: to train\n    {shlex.join(command)}\n" in printed
-    assert not output.exists()  # a dry run writes nothing
+
+# ----------------------------------------------------------------------------------------------
+# Grids, values and checks: the library.
 
 
 def test_split_and_parse_values():
-    assert ablate.split_top_level("0.5,[[1.0], [0.5, 2.0]], 'a,b' ,x") == [
+    assert sweeps.split_top_level("0.5,[[1.0], [0.5, 2.0]], 'a,b' ,x") == [
         "0.5", "[[1.0], [0.5, 2.0]]", "'a,b'", "x",
     ]  # fmt: skip
-    assert ablate.parse_sweep(f"{ALPHA}=.25,0.5,-1") == (ALPHA, [0.25, 0.5, -1])
-    assert ablate.parse_sweep(f"{LOSS_NAME}=SigmoidFocalLoss") == (LOSS_NAME, ["SigmoidFocalLoss"])
+    assert sweeps.parse_sweep(f"{ALPHA}=.25,0.5,-1") == (ALPHA, [0.25, 0.5, -1])
+    assert sweeps.parse_sweep(f"{LOSS_NAME}=SigmoidFocalLoss") == (LOSS_NAME, ["SigmoidFocalLoss"])
     # Values go back to train_net.py as text that Detectron2 reads as the same value.
     for value in (2.0, -1, "SigmoidFocalLoss", "1", [[1.0]], (600,), True):
-        assert ablate.parse_value(ablate.format_value(value)) == value
+        assert sweeps.parse_value(sweeps.format_value(value)) == value
 
 
 def test_cartesian_product_order_and_names():
-    settings = ablate.cartesian_settings(
+    settings = sweeps.cartesian_settings(
         [
             (GAMMA, [0, 2, 5]),
             (ALPHA, [0.25, 0.75]),
@@ -205,13 +207,17 @@ def test_cartesian_product_order_and_names():
 )  # fmt: skip
 def test_bad_sweep_syntax(spec, message):
     with pytest.raises(ValueError) as error:
-        ablate.parse_sweep(spec)
+        sweeps.parse_sweep(spec)
     assert str(error.value) == message
 
 
-def dry_run(tmp_path, *argv):
-    # Options first: KEY VALUE pairs (trailing or after --opts) take the rest of the line.
-    return ablate.main(["--output", str(tmp_path / "sweep"), "--dry-run", *argv])
+def plan(tmp_path, sweep=(), grid_file=None, opts=()):
+    """The plan of tools/ablate.py --config-file QUICKSTART --dry-run with these options."""
+    grid = sweeps.load_grid_file(grid_file) if grid_file else sweeps.sweep_grid(list(sweep))
+    output = str(tmp_path / "sweep")
+    return sweeps.plan_settings(
+        QUICKSTART, sweeps.pair_opts(list(opts)), grid, output, TRAIN_COMMAND
+    )
 
 
 def not_a_key(where, key, hint=""):
@@ -225,21 +231,21 @@ def test_unknown_keys_are_named_before_anything_runs(tmp_path):
     typo = "MODEL.RETINANET.FOCAL_LOSS_GAMA"
     hint = f" Did you mean {GAMMA}?"
     with pytest.raises(ValueError) as error:
-        dry_run(tmp_path, "--config-file", QUICKSTART, "--sweep", f"{typo}=0,2")
+        plan(tmp_path, sweep=[f"{typo}=0,2"])
     assert str(error.value) == not_a_key("--sweep (setting 'focal_loss_gama=0')", typo, hint)
 
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"settings:\n  fine:\n    {GAMMA}: 1.0\n  typo:\n    {typo}: 1.0\n")
     with pytest.raises(ValueError) as error:
-        dry_run(tmp_path, "--config-file", QUICKSTART, "--grid", str(grid))
+        plan(tmp_path, grid_file=str(grid))
     assert str(error.value) == not_a_key(f"{grid}, setting 'typo'", typo, hint)
 
     with pytest.raises(ValueError) as error:
-        dry_run(tmp_path, "--config-file", QUICKSTART, "--sweep", f"{GAMMA}=1", "NO.SUCH_KEY", "1")
+        plan(tmp_path, sweep=[f"{GAMMA}=1"], opts=["NO.SUCH_KEY", "1"])
     assert str(error.value) == not_a_key("--opts", "NO.SUCH_KEY")
 
     with pytest.raises(ValueError) as error:
-        dry_run(tmp_path, "--config-file", QUICKSTART, "--sweep", "MODEL.RETINANET=1")
+        plan(tmp_path, sweep=["MODEL.RETINANET=1"])
     assert str(error.value) == (
         "--sweep (setting 'retinanet=1'): MODEL.RETINANET is a group of keys, not a value; "
         "name one of them, e.g. MODEL.RETINANET.NUM_CLASSES."
@@ -248,41 +254,36 @@ def test_unknown_keys_are_named_before_anything_runs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "sweep, opts, message",
     [
         (
-            ["--sweep", f"{ALPHA}=0.25,1.5"],
+            [f"{ALPHA}=0.25,1.5"], [],
             "--sweep (setting 'alpha=1.5'): its model does not build: "
             f"{ALPHA} = 1.5 is out of range: alpha must lie in [0, 1], or be negative (e.g. -1) "
             "to disable alpha-balancing.",
         ),
         (
-            ["--sweep", "MODEL.RETINANET.NUM_CLASSES=3,many"],
+            ["MODEL.RETINANET.NUM_CLASSES=3,many"], [],
             "--sweep (setting 'num_classes=many'): MODEL.RETINANET.NUM_CLASSES = many: Type "
             "mismatch (<class 'int'> vs. <class 'str'>) with values (8 vs. many) for config key: "
             "MODEL.RETINANET.NUM_CLASSES",
         ),
         (
-            ["--sweep", f"{GAMMA}=1,2", "--opts", GAMMA, "3.0"],
+            [f"{GAMMA}=1,2"], [GAMMA, "3.0"],
             f"--sweep (setting 'gamma=1'): {GAMMA} is also set by --opts for every setting; "
             "drop one of them.",
         ),
         (
-            ["--sweep", f"{GAMMA}=1", "OUTPUT_DIR", "elsewhere"],
+            [f"{GAMMA}=1"], ["OUTPUT_DIR", "elsewhere"],
             "--opts OUTPUT_DIR: ablate.py sets it per setting; use --output.",
         ),
-        (["--sweep", f"{GAMMA}=1", "SOLVER.MAX_ITER"], "The KEY VALUE options ['SOLVER.MAX_ITER'] "
-         "have no value for 'SOLVER.MAX_ITER'."),
-        (["--sweep", f"{GAMMA}=1", "SOLVER.MAX_ITER", "4", "--keep-going", "x"],
-         "--keep-going comes after the KEY VALUE options: give ablate.py's own options first."),
-        (["--sweep", f"{GAMMA}=1", "--sweep", f"{GAMMA}=2"],
+        ([f"{GAMMA}=1", f"{GAMMA}=2"], [],
          f"--sweep {GAMMA} is given twice; list all its values in one --sweep."),
-        ([], "Give either --grid FILE or one or more --sweep KEY=v1,v2,..."),
     ],
 )  # fmt: skip
-def test_bad_settings(tmp_path, argv, message):
+def test_bad_settings(tmp_path, sweep, opts, message):
     with pytest.raises(ValueError) as error:
-        dry_run(tmp_path, "--config-file", QUICKSTART, *argv)
+        plan(tmp_path, sweep=sweep, opts=opts)
     assert str(error.value) == message
 
 
@@ -301,18 +302,86 @@ def test_grid_file_errors(tmp_path):
     ]:  # fmt: skip
         grid.write_text(text)
         with pytest.raises(ValueError) as error:
-            ablate.load_grid_file(str(grid))
+            sweeps.load_grid_file(str(grid))
         assert str(error.value) == f"{grid}{message}"
 
 
-def test_ints_become_floats_and_opts_apply_to_every_setting(tmp_path, capsys):
-    dry_run(
+# ----------------------------------------------------------------------------------------------
+# The command line as users run it: a process of its own, started from the repository's root.
+
+
+def ablate(*argv):
+    """tools/ablate.py run with `argv`: its exit status, output and errors."""
+    command = [sys.executable, ABLATE, *argv]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+
+
+def ablate_error(*argv) -> str:
+    """The message with which tools/ablate.py `argv` exits with status 1, whole."""
+    result = ablate(*argv)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.splitlines()  # the imports' warnings come first
+    first = next(i for i, line in enumerate(lines) if line.startswith("ablate.py: "))
+    return "\n".join(lines[first:])
+
+
+def dry_run(tmp_path, *argv):
+    # Options first: KEY VALUE pairs (trailing or after --opts) take the rest of the line.
+    return ablate("--output", str(tmp_path / "sweep"), "--dry-run", *argv)
+
+
+def dry_run_error(tmp_path, *argv):
+    return ablate_error("--output", str(tmp_path / "sweep"), "--dry-run", *argv)
+
+
+@pytest.mark.parametrize("grid_file", GRID_FILES)
+def test_shapes_grid_dry_run(grid_file, tmp_path):
+    output = tmp_path / "sweep"
+    grid_path = os.path.join("sweeps", grid_file)  # as the README writes it
+    result = ablate("--grid", grid_path, "--output", str(output), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    settings = sweeps.load_grid_file(os.path.join(REPO_ROOT, grid_path)).settings
+    for setting in settings:
+        command = [
+            sys.executable, TRAIN_NET, "--config-file", SHAPES_BASE, "--resume",
+            "OUTPUT_DIR", str(output / setting.name),
+        ]  # fmt: skip
+        for key, value in setting.overrides:
+            command += [key, str(value)]
+        assert f"{setting.name}: to train\n    {shlex.join(command)}\n" in result.stdout
+    assert not output.exists()  # a dry run writes nothing
+
+
+def test_ints_become_floats_and_opts_apply_to_every_setting(tmp_path):
+    result = dry_run(
         tmp_path, "--config-file", QUICKSTART, "--sweep", f"{GAMMA}=0,2",
         "--opts", "SOLVER.MAX_ITER", "10", "MODEL.RETINANET.NUM_CONVS", "1",
     )  # fmt: skip
-    printed = capsys.readouterr().out
+    assert result.returncode == 0, result.stderr
     for gamma in ("0.0", "2.0"):  # Detectron2 refuses the int 2 for a float key
-        assert f"SOLVER.MAX_ITER 10 MODEL.RETINANET.NUM_CONVS 1 {GAMMA} {gamma}\n" in printed
+        assert f"SOLVER.MAX_ITER 10 MODEL.RETINANET.NUM_CONVS 1 {GAMMA} {gamma}\n" in result.stdout
+
+
+def test_a_bad_key_is_named_and_nothing_runs(tmp_path):
+    message = dry_run_error(
+        tmp_path, "--config-file", QUICKSTART, "--sweep", f"{GAMMA}=1", "NO.SUCH_KEY", "1"
+    )
+    assert message == "ablate.py: " + not_a_key("--opts", "NO.SUCH_KEY")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sweep", f"{GAMMA}=1", "SOLVER.MAX_ITER"], "The KEY VALUE options ['SOLVER.MAX_ITER'] "
+         "have no value for 'SOLVER.MAX_ITER'."),
+        (["--sweep", f"{GAMMA}=1", "SOLVER.MAX_ITER", "4", "--keep-going", "x"],
+         "--keep-going comes after the KEY VALUE options: give ablate.py's own options first."),
+        ([], "Give either --grid FILE or one or more --sweep KEY=v1,v2,..."),
+    ],
+)  # fmt: skip
+def test_bad_command_lines(tmp_path, argv, message):
+    assert dry_run_error(tmp_path, "--config-file", QUICKSTART, *argv) == f"ablate.py: {message}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,23 +404,27 @@ with open(os.path.join(output_dir, "final_results.json"), "w") as f:
 
 
 @pytest.fixture
-def fake_train_net(tmp_path, monkeypatch):
+def fake_train_net(tmp_path):
+    """A grid file and the command of a train_net.py stand-in (gamma 1 fails)."""
     script = tmp_path / "fake_train_net.py"
     script.write_text(FAKE_TRAIN_NET)
-    monkeypatch.setattr(ablate, "TRAIN_NET", str(script))
     grid = tmp_path / "grid.yaml"
     grid.write_text(
         f"x: {GAMMA}\nsettings:\n"
         + "".join(f"  {name}:\n    {GAMMA}: {gamma}\n" for name, gamma in [("g0", 0), ("bad", 1), ("g2", 2)])
     )  # fmt: skip
-    return grid
+    return grid, [sys.executable, str(script)]
 
 
 @pytest.mark.parametrize("keep_going", [False, True])
 def test_tables_and_failures(fake_train_net, tmp_path, keep_going, capsys):
+    grid_file, train_command = fake_train_net
     output = tmp_path / "sweep"
-    argv = ["--config-file", QUICKSTART, "--grid", str(fake_train_net), "--output", str(output)]
-    assert ablate.main(argv + (["--keep-going"] if keep_going else [])) == 1
+    grid = sweeps.load_grid_file(str(grid_file))
+    failures = sweeps.run_sweep(
+        grid, QUICKSTART, [], str(output), train_command, keep_going=keep_going
+    )
+    assert failures == 1
     bad_log = output / "bad" / "ablate.log"
     assert f"bad: FAILED (exit 3); log: {bad_log}" in capsys.readouterr().out
     last = "| g2 | 2.0 | 12.0 | 22.0 | 7.0 | 1.0 | 2.0 | - | 1.5 min |"
@@ -388,6 +461,20 @@ def tiny_opts(shapes_root, max_iter=4):
     ]  # fmt: skip
 
 
+def test_a_failed_setting_is_exit_status_1(tmp_path):
+    """train_net.py itself fails (no such training set): the table names the failure."""
+    output = tmp_path / "sweep"
+    result = ablate(
+        "--config-file", QUICKSTART, "--sweep", f"{GAMMA}=2", "--output", str(output),
+        *tiny_opts(tmp_path / "shapes"), "DATASETS.TRAIN", "('no_such_dataset',)",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"gamma=2: FAILED (exit 1); log: {output / 'gamma=2' / 'ablate.log'}" in result.stdout
+    assert "0 of 1 settings done (1 failed)" in result.stdout
+    table = (output / "results.md").read_text().splitlines()
+    assert table[2] == "| gamma=2 | 2.0 | FAILED | - | - | - | - | - | - |"
+
+
 def write_grid(path, alphas=(0.75, 0.25)):
     path.write_text(
         f"base: {SHAPES_BASE}\nx: {GAMMA}\nsettings:\n"
@@ -402,7 +489,8 @@ def tiny_sweep(tmp_path_factory):
     grid, output = root / "grid.yaml", root / "sweep"
     write_grid(grid)
     argv = ["--grid", str(grid), "--output", str(output), *tiny_opts(root / "shapes")]
-    assert ablate.main(argv) == 0
+    result = ablate(*argv)
+    assert result.returncode == 0, result.stdout + result.stderr
     return root, argv
 
 
@@ -442,14 +530,12 @@ def test_tiny_sweep_tables(tiny_sweep):
     assert record["config"][GAMMA] == 2.0 and record["config"]["SOLVER.MAX_ITER"] == 4
 
 
-def refuse_training(monkeypatch):
-    def no_training(planned, base):
-        raise AssertionError(f"{planned.setting.name} was trained again")
-
-    monkeypatch.setattr(ablate, "run_training", no_training)
+def assert_nothing_trained(printed: str):
+    """No "[i/n] NAME: training (log: ...)" or "resuming" line: no setting was started."""
+    assert ": training (log: " not in printed and ": resuming (log: " not in printed
 
 
-def test_second_run_trains_nothing(tiny_sweep, monkeypatch, capsys):
+def test_second_run_trains_nothing(tiny_sweep):
     root, argv = tiny_sweep
     output = root / "sweep"
     watched = [
@@ -459,55 +545,56 @@ def test_second_run_trains_nothing(tiny_sweep, monkeypatch, capsys):
     ]
     before = {path: path.stat().st_mtime_ns for path in watched}
     table = (output / "results.md").read_text()
-    refuse_training(monkeypatch)
-    assert ablate.main(argv) == 0
-    assert "CE: done, skipped" in capsys.readouterr().out
+    result = ablate(*argv)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CE: done, skipped" in result.stdout
+    assert_nothing_trained(result.stdout)
+    # runs.jsonl gets a line for every training run.
     assert {path: path.stat().st_mtime_ns for path in watched} == before
     assert (output / "results.md").read_text() == table
 
 
-def test_changed_setting_is_refused(tiny_sweep, monkeypatch, tmp_path):
+def test_changed_setting_is_refused(tiny_sweep, tmp_path):
     root, argv = tiny_sweep
-    refuse_training(monkeypatch)
     grid = tmp_path / "grid.yaml"
     write_grid(grid, alphas=(0.75, 0.5))  # FL's alpha changed
     argv = ["--grid", str(grid), *argv[2:]]
-    with pytest.raises(ValueError) as error:
-        ablate.main(argv)
-    assert str(error.value) == (
-        "These settings were trained with another config than they have now:\n"
+    assert ablate_error(*argv) == (
+        "ablate.py: These settings were trained with another config than they have now:\n"
         f"- FL ({root / 'sweep' / 'FL'}): {ALPHA} = 0.25 there, 0.5 now\n"
         "Delete their folders, choose another --output, or pass --redo-changed to move them "
         "aside and train them again."
     )
     # Changed opts for every setting are changes too.
-    with pytest.raises(ValueError) as error:
-        ablate.main([*argv, "SOLVER.BASE_LR", "0.001"])
-    message = str(error.value)
+    message = ablate_error(*argv, "SOLVER.BASE_LR", "0.001")
     assert "- CE (" in message and "- FL (" in message
     assert "SOLVER.BASE_LR = 0.006 there, 0.001 now" in message
-    assert ablate.main(["--redo-changed", "--dry-run", *argv]) == 0  # listed, not moved
+    result = ablate("--redo-changed", "--dry-run", *argv)  # listed, not moved
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_nothing_trained(result.stdout)
     assert not [name for name in os.listdir(root / "sweep") if ".replaced-" in name]
 
 
 def test_interrupted_setting_resumes_from_its_checkpoint(tiny_sweep, monkeypatch):
     """FL as if killed after the checkpoint of step 2 (iteration 1): only FL trains, from
-    iteration 2, and the table is complete again."""
-    root, argv = tiny_sweep
+    iteration 2, and the table is complete again (the library, with tools/ablate.py's command)."""
+    root, _ = tiny_sweep
     folder = root / "sweep" / "FL"
     (folder / "final_results.json").unlink()
     (folder / "model_final.pth").unlink()
     (folder / "model_0000003.pth").unlink(missing_ok=True)
     (folder / "last_checkpoint").write_text("model_0000001.pth")
     trained = []
-    real_run_training = ablate.run_training
+    real_run_training = runner.run_training
 
     def record(planned, base):
         trained.append(planned.setting.name)
         return real_run_training(planned, base)
 
-    monkeypatch.setattr(ablate, "run_training", record)
-    assert ablate.main(argv) == 0
+    monkeypatch.setattr(runner, "run_training", record)
+    grid = sweeps.load_grid_file(str(root / "grid.yaml"))
+    opts = sweeps.pair_opts(tiny_opts(root / "shapes"))
+    assert sweeps.run_sweep(grid, grid.base, opts, str(root / "sweep"), TRAIN_COMMAND) == 0
     assert trained == ["FL"]
     last_run = (folder / "log.txt").read_text().split("Starting training from iteration")[-1]
     assert last_run.startswith(" 2")

@@ -5,8 +5,7 @@ import logging
 import pytest
 
 from retina_plugin.engine import check_solver_config
-from tests.test_train_net import QUICKSTART, parse, tiny_overrides
-from tests.utils import run_main
+from tests.utils import QUICKSTART, parse, run_main, tiny_overrides
 
 
 def _check(tiny_cfg, overrides, world_size=1):

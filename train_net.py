@@ -6,14 +6,15 @@ Train and evaluate the focal-loss RetinaNet of retina-plugin with Detectron2's t
     python train_net.py --num-gpus 8 --config-file configs/COCO-Detection/focal_retina_R_50_FPN_1x.yaml
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
 
-Without a GPU, ``--num-gpus N`` starts N CPU processes (gloo backend). The trainer and the setup
+Without a GPU, ``--num-gpus N`` starts N CPU processes (gloo backend). Under torchrun
+(``torchrun --nproc-per-node N train_net.py ...``) each process is one worker of torchrun's job. The trainer and the setup
 live in the package (``retina_plugin.engine``); to change how something is built, subclass
 ``Trainer`` here as in Detectron2's tools/train_net.py.
 """
 
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
-from retina_plugin.engine import Trainer, setup
+from retina_plugin.engine import Trainer, launch, setup
 
 
 def main(args):
@@ -28,11 +29,4 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch(main, args)  # Detectron2's launch, or one worker of a torchrun job

@@ -108,6 +108,9 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     # "SGD": Detectron2's (the paper's) optimizer. "AdamW": with the same LR / weight-decay
     # rules; trains small models from scratch faster (configs/quickstart.yaml).
     _C.SOLVER.FOCAL_RETINA.OPTIMIZER = "SGD"
+    # Write metrics (losses, lr, timings) to OUTPUT_DIR/metrics.json, the log and TensorBoard every
+    # this many iterations (Detectron2's trainer: 20). 1 records every iteration's losses.
+    _C.SOLVER.FOCAL_RETINA.LOG_PERIOD = 20
 
     _C.TEST.FOCAL_RETINA = CN()
     # After the final evaluation, draw the predictions on this many images of DATASETS.TEST[0]

@@ -9,10 +9,10 @@ gradient all-reduce for the failed one: the situation in which a run hangs until
 timeout unless the failure is propagated.
 """
 
-from detectron2.engine import HookBase, default_argument_parser, launch
+from detectron2.engine import HookBase, default_argument_parser
 from detectron2.utils import comm
 
-from retina_plugin.engine import Trainer, setup
+from retina_plugin.engine import Trainer, launch, setup
 
 
 class FailAtIteration(HookBase):
@@ -48,11 +48,4 @@ if __name__ == "__main__":
     parser.add_argument("--fail-rank", type=int, required=True)
     parser.add_argument("--fail-at-iter", type=int, required=True)
     args = parser.parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch(main, args)

@@ -3,6 +3,7 @@
 from .amp import AnyDeviceAMPTrainer, build_train_step
 from .checkpoint import SafeCheckpointer
 from .ddp import create_ddp_model
+from .launch import launch, torchrun_environment
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .predictor import SafePredictor
@@ -15,6 +16,8 @@ from .trainer import Trainer
 __all__ = [
     "Trainer",
     "setup",
+    "launch",
+    "torchrun_environment",
     "SafeCheckpointer",
     "SafePredictor",
     "AnyDeviceAMPTrainer",

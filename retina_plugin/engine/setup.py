@@ -37,5 +37,13 @@ def setup(args):
     if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
         # Processes on one machine share its cores rather than each using all of them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    logger.info(
+        "Worker %d of %d; on this machine %d of %d; %d torch threads",
+        comm.get_rank(),
+        comm.get_world_size(),
+        comm.get_local_rank(),
+        comm.get_local_size(),
+        torch.get_num_threads(),
+    )
     register_datasets_from_config(cfg)
     return cfg

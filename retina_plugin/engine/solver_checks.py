@@ -38,6 +38,7 @@ def check_solver_config(cfg, world_size: int = 1):
     _check_schedule(solver)
     _check_clipping(solver.CLIP_GRADIENTS)
     _check_at_least_int("SOLVER.CHECKPOINT_PERIOD", solver.CHECKPOINT_PERIOD, 1)
+    _check_at_least_int("SOLVER.FOCAL_RETINA.LOG_PERIOD", solver.FOCAL_RETINA.LOG_PERIOD, 1)
     _check_at_least_int("TEST.EVAL_PERIOD", cfg.TEST.EVAL_PERIOD, 0)
 
 

@@ -13,7 +13,7 @@ import weakref
 
 import torch
 from detectron2.engine import DefaultTrainer, TrainerBase
-from detectron2.engine.hooks import EvalHook
+from detectron2.engine.hooks import EvalHook, PeriodicWriter
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.utils import comm
@@ -99,6 +99,14 @@ class Trainer(DefaultTrainer):
         loader = build_test_loader(cfg, dataset_name)
         check_num_classes(cfg, [dataset_name])
         return loader
+
+    def build_hooks(self):
+        hook_list = super().build_hooks()
+        for hook in hook_list:
+            if isinstance(hook, PeriodicWriter):
+                # Detectron2 builds it with a fixed period of 20; this is our own instance.
+                hook._period = self.cfg.SOLVER.FOCAL_RETINA.LOG_PERIOD
+        return hook_list
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)

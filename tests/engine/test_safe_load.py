@@ -82,7 +82,7 @@ def _evil_checkpoint(path, payload):
     "payload, global_name",
     [
         (CreatesFileWhenUnpickled, "io.open"),
-        (lambda marker: PlainObject(), "tests.test_safe_load.PlainObject"),
+        (lambda marker: PlainObject(), f"{__name__}.PlainObject"),
     ],
 )
 def test_pth_needing_unpickling_is_refused(tmp_path, payload, global_name):

@@ -87,6 +87,10 @@ def test_paper_and_quickstart_configs_pass(tiny_cfg):
             "SOLVER.CHECKPOINT_PERIOD = 0 is out of range: it must be an integer >= 1.",
         ),
         (
+            ["SOLVER.FOCAL_RETINA.LOG_PERIOD", "0"],
+            "SOLVER.FOCAL_RETINA.LOG_PERIOD = 0 is out of range: it must be an integer >= 1.",
+        ),
+        (
             ["TEST.EVAL_PERIOD", "-5"],
             "TEST.EVAL_PERIOD = -5 is out of range: it must be an integer >= 0.",
         ),

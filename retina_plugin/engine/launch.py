@@ -1,0 +1,116 @@
+"""
+Starting the workers of a run: Detectron2's ``launch`` (``--num-gpus``, ``--num-machines``,
+``--machine-rank``, ``--dist-url``), or, when the process was started by ``torchrun``, the
+process group that torchrun's environment describes.
+
+Under torchrun each process is one worker: torchrun has already started them all, so nothing is
+spawned here. The process group is initialised from its environment (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), Detectron2's
+local process group is created (so ``comm.get_local_rank()`` / ``get_local_size()`` are right),
+and a GPU worker takes the device of its local rank, as Detectron2's own workers do.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from detectron2.engine import launch as detectron2_launch
+from detectron2.engine.launch import DEFAULT_TIMEOUT
+from detectron2.utils import comm
+
+__all__ = ["TorchrunEnvironment", "torchrun_environment", "launch"]
+
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+
+
+@dataclass(frozen=True)
+class TorchrunEnvironment:
+    """What torchrun tells a worker about its place in the run."""
+
+    rank: int  # global rank, 0 .. world_size - 1
+    world_size: int
+    local_rank: int  # rank on this machine (node)
+    local_world_size: int  # workers on this machine
+    group_rank: int  # rank of this machine
+
+
+def torchrun_environment(environ=None) -> Optional[TorchrunEnvironment]:
+    """
+    The torchrun environment of this process, or None when torchrun did not start it (torchrun
+    sets ``TORCHELASTIC_RUN_ID`` and the variables above). Raises ValueError when the variables
+    are incomplete or describe machines with different numbers of workers, which Detectron2's
+    local process groups cannot represent.
+    """
+    environ = os.environ if environ is None else environ
+    if "TORCHELASTIC_RUN_ID" not in environ:
+        return None
+    missing = [name for name in _TORCHRUN_VARIABLES if name not in environ]
+    if missing:
+        raise ValueError(
+            f"This process was started by torchrun (TORCHELASTIC_RUN_ID is set) but {missing} "
+            "are not in its environment; start it with torchrun >= 1.10 or without torchrun."
+        )
+    env = TorchrunEnvironment(
+        rank=int(environ["RANK"]),
+        world_size=int(environ["WORLD_SIZE"]),
+        local_rank=int(environ["LOCAL_RANK"]),
+        local_world_size=int(environ["LOCAL_WORLD_SIZE"]),
+        group_rank=int(environ["GROUP_RANK"]),
+    )
+    expected_rank = env.group_rank * env.local_world_size + env.local_rank
+    if env.world_size % env.local_world_size or env.rank != expected_rank:
+        raise ValueError(
+            f"torchrun gave this worker RANK={env.rank}, WORLD_SIZE={env.world_size}, "
+            f"GROUP_RANK={env.group_rank}, LOCAL_RANK={env.local_rank}, "
+            f"LOCAL_WORLD_SIZE={env.local_world_size}: every machine must run the same number of "
+            "workers (the same --nproc-per-node on every node)."
+        )
+    return env
+
+
+def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
+    """
+    Run ``main_func(args)`` in every worker of the run described by ``args`` (Detectron2's
+    ``default_argument_parser()``): under torchrun in this process, as one worker of torchrun's
+    process group; otherwise through Detectron2's ``launch``, which spawns ``args.num_gpus``
+    workers on this machine (CPU processes with gloo where there is no GPU).
+    """
+    env = torchrun_environment()
+    if env is None:
+        return detectron2_launch(
+            main_func,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            timeout=timeout,
+        )
+    if args.num_gpus != 1 or args.num_machines != 1:
+        raise ValueError(
+            f"--num-gpus {args.num_gpus} --num-machines {args.num_machines} under torchrun: "
+            "torchrun starts the workers itself, one process each. Leave both at 1 and give "
+            "torchrun --nproc-per-node N (and --nnodes M) instead."
+        )
+    _join_torchrun_group(env, timeout)
+    return main_func(args)
+
+
+def _join_torchrun_group(env: TorchrunEnvironment, timeout):
+    """What Detectron2's ``_distributed_worker`` does for a worker it spawned, from torchrun's
+    environment: the process group, the local group, the device of the local rank."""
+    has_gpu = torch.cuda.is_available()
+    if has_gpu and env.local_rank >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"torchrun started {env.local_world_size} workers on this machine but it has "
+            f"{torch.cuda.device_count()} GPU(s): use --nproc-per-node <= the number of GPUs."
+        )
+    if env.world_size > 1:
+        # Detectron2's launch picks the backend the same way.
+        dist.init_process_group(backend="nccl" if has_gpu else "gloo", timeout=timeout)
+        comm.create_local_process_group(env.local_world_size)
+    if has_gpu:
+        torch.cuda.set_device(env.local_rank)
+    comm.synchronize()

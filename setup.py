@@ -6,6 +6,16 @@ setup(
     description="Focal-loss RetinaNet (Lin et al., 2017) as a Detectron2 plug-in",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    # Detectron2's license: the plug-in subclasses and calls Detectron2 and ships beside it.
+    # (An SPDX expression; setuptools deprecates "License ::" classifiers in its favour.)
+    license="Apache-2.0",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
     python_requires=">=3.9",
     packages=find_packages(include=["retina_plugin", "retina_plugin.*"]),
     # detectron2 is not on PyPI under its own name, so it cannot be a requirement here:

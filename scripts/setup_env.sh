@@ -32,7 +32,7 @@ on_error() {
   case "$step" in
     venv) echo "Check that '$PYTHON -m venv' works (Debian: apt-get install python3-venv), or set PYTHON." >&2 ;;
     torch) echo "Set TORCH_SPEC to a torch>=2.1 build for your machine, e.g. TORCH_SPEC='torch torchvision'." >&2 ;;
-    detectron2) echo "Install detectron2 into $VENV yourself or set DETECTRON2_SPEC (README: 'Installing next to an existing detectron2')." >&2 ;;
+    detectron2) echo "Install detectron2 into $VENV yourself or set DETECTRON2_SPEC (README.md, section 'Installing next to an existing detectron2'; docs/INSTALL.md)." >&2 ;;
     *) echo "Delete $VENV and run 'make setup' again; if it fails again, the message above names the package." >&2 ;;
   esac
 }
@@ -74,7 +74,7 @@ elif [ -n "${DETECTRON2_SPEC:-}" ]; then
   # A source build compiles against the torch installed above, so no isolated build env.
   pip_install --no-build-isolation "$DETECTRON2_SPEC"
 else
-  echo "[setup] installing detectron2 from PyPI's $D2_REPUBLICATION (Python-only, see README)"
+  echo "[setup] installing detectron2 from PyPI's $D2_REPUBLICATION (Python-only, see docs/INSTALL.md)"
   rm -rf "$CACHE_DIR" && mkdir -p "$CACHE_DIR"
   "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps \
     --only-binary=:all: --python-version 3.10 -d "$CACHE_DIR" "$D2_REPUBLICATION"

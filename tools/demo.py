@@ -3,8 +3,8 @@
 Run a trained model on image files or folders; write the images with boxes and a COCO-style
 JSON of the detections.
 
-    python tools/demo.py --config-file configs/quickstart.yaml \\
-        --input photo.jpg more_images/ --output demo_out/ --opts MODEL.WEIGHTS output/model_final.pth
+    python tools/demo.py --config-file configs/quickstart.yaml --input photo.jpg more_images/ \\
+        --output output/demo --opts MODEL.WEIGHTS output/quickstart/model_final.pth
 
 Images that cannot be read are reported by name and skipped; the exit status is then 1.
 """

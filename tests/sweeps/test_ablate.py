@@ -52,7 +52,7 @@ PAPER_ROWS = {
     **{
         f"Table1c-anchors/scales{scales}_ratios{len(ratios[0])}.yaml": (2.0, 0.25, scales, ratios, ap)
         for scales, ratios, ap in [
-            # None: a row whose AP PAPER.md does not give.
+            # None: a row whose AP the config does not quote.
             (1, [[1.0]], "30.3"), (2, [[1.0]], None), (3, [[1.0]], None),
             (1, RATIOS_3, None), (2, RATIOS_3, "34.2"), (3, RATIOS_3, "34.0"),
             (4, RATIOS_3, None),
@@ -120,7 +120,7 @@ def test_paper_rows(name):
         header = f.read().split("_BASE_")[0]
     assert header.startswith(f"# Table {name[5:7]}, ")
     if paper_ap is None:
-        assert "its AP is not in PAPER.md." in header
+        assert "its AP is not quoted here" in header
     else:
         assert f"# Paper: {paper_ap} AP" in header
 

@@ -10,7 +10,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.utils.events import EventStorage
 
 from retina_plugin import FocalRetinaNet
-from retina_plugin.reference import detectron2_retinanet_pair
+from retina_plugin.benchmark import detectron2_retinanet_pair
 from tests.utils import random_batch
 
 

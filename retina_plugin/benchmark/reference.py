@@ -6,7 +6,7 @@ from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from .config import add_retina_plugin_config
+from ..config import add_retina_plugin_config
 
 __all__ = ["detectron2_retinanet_pair"]
 

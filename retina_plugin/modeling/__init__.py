@@ -3,7 +3,7 @@ classification prior. Imported for registration by ``retina_plugin/__init__.py``
 
 from .anchor_generator import OctaveAnchorGenerator, octave_anchor_sizes
 from .head import RETINA_HEAD_REGISTRY, FocalRetinaHead, build_retina_head
-from .meta_arch import AnchorAssignment, FocalRetinaNet, build_anchor_matcher
+from .meta_arch import AnchorAssignment, FocalRetinaNet, build_anchor_matcher, in_feature_shapes
 
 __all__ = [
     "OctaveAnchorGenerator",
@@ -14,4 +14,5 @@ __all__ = [
     "AnchorAssignment",
     "FocalRetinaNet",
     "build_anchor_matcher",
+    "in_feature_shapes",
 ]

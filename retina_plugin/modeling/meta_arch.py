@@ -5,8 +5,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.distributed as dist
 from detectron2.config import configurable
-from detectron2.layers import cat
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detectron2.modeling.matcher import Matcher
@@ -21,7 +21,7 @@ from ..losses import build_classification_loss
 from .autocast import AMP_DTYPES, autocast, keep_float32_where_bfloat16_conv_fails
 from .head import build_retina_head
 
-__all__ = ["FocalRetinaNet", "AnchorAssignment", "build_anchor_matcher"]
+__all__ = ["FocalRetinaNet", "AnchorAssignment", "build_anchor_matcher", "in_feature_shapes"]
 
 _BOX_REG_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 
@@ -37,6 +37,20 @@ def build_anchor_matcher(cfg) -> Matcher:
     retina = cfg.MODEL.RETINANET
     check_iou_bands(retina.IOU_THRESHOLDS, retina.IOU_LABELS, "MODEL.RETINANET")
     return Matcher(retina.IOU_THRESHOLDS, retina.IOU_LABELS, allow_low_quality_matches=True)
+
+
+def in_feature_shapes(cfg, backbone: Backbone) -> list[ShapeSpec]:
+    """The shapes of the backbone's outputs named by ``MODEL.RETINANET.IN_FEATURES`` (checked), in
+    that order: what the head and the anchor generator are built from."""
+    backbone_shape = backbone.output_shape()
+    features = cfg.MODEL.RETINANET.IN_FEATURES
+    missing = [f for f in features if f not in backbone_shape]
+    if missing:
+        raise ValueError(
+            f"MODEL.RETINANET.IN_FEATURES names {missing}, which the backbone does not "
+            f"output; it outputs {sorted(backbone_shape)}."
+        )
+    return [backbone_shape[f] for f in features]
 
 
 class AnchorAssignment(NamedTuple):
@@ -134,14 +148,7 @@ class FocalRetinaNet(RetinaNet):
         )
 
         backbone = build_backbone(cfg)
-        backbone_shape = backbone.output_shape()
-        missing = [f for f in retina.IN_FEATURES if f not in backbone_shape]
-        if missing:
-            raise ValueError(
-                f"MODEL.RETINANET.IN_FEATURES names {missing}, which the backbone does not "
-                f"output; it outputs {sorted(backbone_shape)}."
-            )
-        feature_shapes = [backbone_shape[f] for f in retina.IN_FEATURES]
+        feature_shapes = in_feature_shapes(cfg, backbone)
         return {
             "backbone": backbone,
             "head": build_retina_head(cfg, feature_shapes, class_priors=class_priors),

@@ -118,3 +118,15 @@ def test_nothing_imports_train_net_or_tools(path):
 def test_train_net_is_a_thin_script():
     with open(os.path.join(REPO_ROOT, "train_net.py")) as f:
         assert len(f.readlines()) <= 80
+
+
+def test_tools_is_a_folder_of_thin_scripts():
+    """tools/ holds command lines over the package, not a package of its own."""
+    assert not os.path.exists(os.path.join(REPO_ROOT, "tools", "__init__.py"))
+    scripts = sorted(glob.glob(os.path.join(REPO_ROOT, "tools", "*.py")))
+    assert scripts
+    lengths = {}
+    for path in scripts:
+        with open(path, encoding="utf-8") as f:
+            lengths[_relative(path)] = len(f.readlines())
+    assert {path: n for path, n in lengths.items() if n > 150} == {}

@@ -11,6 +11,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from retina_plugin.demo import run_demo
 from retina_plugin.engine import SafeCheckpointer, UnsafeCheckpointError
 from tests.utils import QUICKSTART, parse, run_main, tiny_config, tiny_overrides
 
@@ -116,19 +117,18 @@ def _entry_point_args(root, weights, entry_point):
 
 @pytest.mark.parametrize("entry_point", ["train", "eval-only", "demo"])
 def test_every_entry_point_refuses(trained, tmp_path, entry_point):
-    from tools import demo
-
     marker = tmp_path / "code_ran"
     weights = tmp_path / "evil.pth"
     _evil_checkpoint(weights, CreatesFileWhenUnpickled(marker))
     with pytest.raises(UnsafeCheckpointError) as error:
         if entry_point == "demo":
             (tmp_path / "in.png").write_bytes(b"")
-            args = demo.get_parser().parse_args(
-                ["--config-file", QUICKSTART, "--input", str(tmp_path / "in.png")]
-                + ["--output", str(tmp_path / "out"), "--opts", "MODEL.WEIGHTS", str(weights)]
+            run_demo(
+                QUICKSTART,
+                [str(tmp_path / "in.png")],
+                str(tmp_path / "out"),
+                opts=["MODEL.WEIGHTS", str(weights)],
             )
-            demo.run(args)
         else:
             run_main(_entry_point_args(trained, str(weights), entry_point))
     assert str(error.value) == f"{weights}: it names the Python global 'io.open'; {REFUSED}"

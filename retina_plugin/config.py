@@ -104,6 +104,12 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     _C.DATASETS.FOCAL_RETINA.SHAPES.IMAGE_SIZE = 128
     _C.DATASETS.FOCAL_RETINA.SHAPES.SEED = 0
 
+    _C.DATALOADER.FOCAL_RETINA = CN()
+    # A resumed run continues the data stream of the run it resumes: batch i holds the same images
+    # with the same augmentations (the sampler's seed is saved in the checkpoint). False:
+    # Detectron2's own train loader, whose stream starts over on --resume.
+    _C.DATALOADER.FOCAL_RETINA.EXACT_RESUME = True
+
     _C.SOLVER.FOCAL_RETINA = CN()
     # "SGD": Detectron2's (the paper's) optimizer. "AdamW": with the same LR / weight-decay
     # rules; trains small models from scratch faster (configs/quickstart.yaml).
@@ -111,6 +117,9 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     # Write metrics (losses, lr, timings) to OUTPUT_DIR/metrics.json, the log and TensorBoard every
     # this many iterations (Detectron2's trainer: 20). 1 records every iteration's losses.
     _C.SOLVER.FOCAL_RETINA.LOG_PERIOD = 20
+    # Signals that mean "preempted": the workers finish the iteration, save it, and exit with
+    # status 75 (retina_plugin/engine/preemption.py). Empty: the signals' default actions.
+    _C.SOLVER.FOCAL_RETINA.PREEMPTION_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGUSR2"]
 
     _C.TEST.FOCAL_RETINA = CN()
     # After the final evaluation, draw the predictions on this many images of DATASETS.TEST[0]

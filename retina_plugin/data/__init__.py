@@ -14,6 +14,7 @@ from .shapes import (
     generate_shapes_split,
     register_shapes_datasets,
 )
+from .stream import ResumableBatchStream
 
 __all__ = [
     "BoxCounts",
@@ -29,6 +30,7 @@ __all__ = [
     "build_train_loader",
     "load_train_datasets",
     "RobustDatasetMapper",
+    "ResumableBatchStream",
     "check_num_classes",
     "register_datasets_from_config",
     "SHAPES_CLASSES",

@@ -1,28 +1,38 @@
-"""Detectron2's train and test loaders, on sanitised boxes and with ``RobustDatasetMapper``.
+"""Train and test loaders on sanitised boxes, with ``RobustDatasetMapper``.
 
-The train loader is ``build_detection_train_loader(cfg, ...)`` (same samplers, aspect-ratio
-grouping and batch size); only the dataset it gets differs: each training dataset is loaded on
-its own, its boxes sanitised (``sanitize_boxes``), and only then are images without a usable box
-removed when ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` is True, so an image whose boxes were all
-broken is dropped rather than trained on as background. A dataset left empty is an error.
+Each training dataset is loaded on its own, its boxes sanitised (``sanitize_boxes``), and only
+then are images without a usable box removed when ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` is True,
+so an image whose boxes were all broken is dropped rather than trained on as background. A
+dataset left empty is an error. The batches come from Detectron2's samplers (the same
+``DATALOADER.SAMPLER_TRAIN`` choices), cut and augmented by :class:`ResumableBatchStream` so that
+a resumed run continues the same stream (``DATALOADER.FOCAL_RETINA.EXACT_RESUME``; False gives
+Detectron2's ``build_detection_train_loader`` itself).
 """
 
+import functools
 import itertools
 import logging
 
 import torch
+import torch.utils.data as torchdata
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.data.build import filter_images_with_only_crowd_annotations
+from detectron2.data.build import filter_images_with_only_crowd_annotations, trivial_batch_collator
 from detectron2.data.detection_utils import check_metadata_consistency
-from detectron2.data.samplers import RepeatFactorTrainingSampler
+from detectron2.data.samplers import (
+    RandomSubsetTrainingSampler,
+    RepeatFactorTrainingSampler,
+    TrainingSampler,
+)
+from detectron2.utils import comm
 
 from .boxes import BoxCounts, sanitize_boxes
 from .mapper import RobustDatasetMapper
+from .stream import ResumableBatchStream
 
 __all__ = ["EmptyDatasetError", "build_train_loader", "build_test_loader", "load_train_datasets"]
 
@@ -36,20 +46,34 @@ class EmptyDatasetError(ValueError):
 
 
 def build_train_loader(cfg, mapper=None):
-    """Detectron2's ``build_detection_train_loader(cfg)`` on ``load_train_datasets(cfg)``, with
-    ``RobustDatasetMapper(cfg, True)`` unless `mapper` is given."""
+    """
+    The batches of ``load_train_datasets(cfg)`` mapped by ``RobustDatasetMapper(cfg, True)``
+    (or `mapper`), ``SOLVER.IMS_PER_BATCH`` / workers per process: a ``DataLoader`` over a
+    :class:`ResumableBatchStream` (its ``dataset``), or with
+    ``DATALOADER.FOCAL_RETINA.EXACT_RESUME False`` Detectron2's ``build_detection_train_loader``.
+    """
     per_dataset = load_train_datasets(cfg)
     dataset = list(itertools.chain.from_iterable(per_dataset.values()))
-    sampler = None  # Detectron2 builds it from cfg, on `dataset`
-    if cfg.DATALOADER.SAMPLER_TRAIN in _WEIGHTED_SAMPLERS:
-        # Detectron2 would reload and refilter every dataset for these, without our filtering,
-        # and so give a sampler whose length differs from the dataset's.
-        sampler = _weighted_sampler(cfg, per_dataset)
-    return build_detection_train_loader(
-        cfg,
-        mapper=mapper if mapper is not None else RobustDatasetMapper(cfg, True),
-        dataset=dataset,
-        sampler=sampler,
+    mapper = mapper if mapper is not None else RobustDatasetMapper(cfg, True)
+    if not cfg.DATALOADER.FOCAL_RETINA.EXACT_RESUME:
+        # Detectron2 would reload and refilter every dataset for the weighted samplers, without
+        # our filtering, and so give a sampler whose length differs from the dataset's.
+        weighted = cfg.DATALOADER.SAMPLER_TRAIN in _WEIGHTED_SAMPLERS
+        sampler = _build_sampler(cfg, per_dataset, None) if weighted else None
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
+    stream = ResumableBatchStream(
+        dataset,
+        mapper,
+        functools.partial(_build_sampler, cfg, per_dataset),
+        cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        seed=comm.shared_random_seed(),  # what Detectron2's samplers take without a seed
+    )
+    return torchdata.DataLoader(
+        stream,
+        batch_size=None,  # the stream yields batches
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=trivial_batch_collator,
     )
 
 
@@ -123,9 +147,33 @@ def _why_empty(name: str, counts: BoxCounts) -> str:
     )
 
 
-def _weighted_sampler(cfg, per_dataset: dict[str, list[dict]]) -> RepeatFactorTrainingSampler:
-    """Detectron2's weighted samplers (``DATASETS.TRAIN_REPEAT_FACTOR`` per dataset, times the
-    category-frequency factor for ``WeightedCategoryTrainingSampler``) on our records."""
+def _build_sampler(cfg, per_dataset: dict[str, list[dict]], seed):
+    """The sampler of ``DATALOADER.SAMPLER_TRAIN``, as Detectron2 builds it, on our records."""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    records = list(itertools.chain.from_iterable(per_dataset.values()))
+    if name == "TrainingSampler":
+        return TrainingSampler(len(records), seed=seed)
+    if name == "RepeatFactorTrainingSampler":
+        factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            records, cfg.DATALOADER.REPEAT_THRESHOLD, sqrt=cfg.DATALOADER.REPEAT_SQRT
+        )
+        return RepeatFactorTrainingSampler(factors, seed=seed)
+    if name == "RandomSubsetTrainingSampler":
+        return RandomSubsetTrainingSampler(
+            len(records), cfg.DATALOADER.RANDOM_SUBSET_RATIO, seed_shuffle=seed, seed_subset=seed
+        )
+    if name in _WEIGHTED_SAMPLERS:
+        return RepeatFactorTrainingSampler(_weighted_factors(cfg, per_dataset), seed=seed)
+    raise ValueError(
+        f"DATALOADER.SAMPLER_TRAIN = {name!r} is not one of ('TrainingSampler', "
+        f"'RepeatFactorTrainingSampler', 'RandomSubsetTrainingSampler', {_WEIGHTED_SAMPLERS[0]!r}, "
+        f"{_WEIGHTED_SAMPLERS[1]!r})."
+    )
+
+
+def _weighted_factors(cfg, per_dataset: dict[str, list[dict]]) -> torch.Tensor:
+    """The repeat factors of Detectron2's weighted samplers (``DATASETS.TRAIN_REPEAT_FACTOR`` per
+    dataset, times the category-frequency factor for ``WeightedCategoryTrainingSampler``)."""
     weights = dict(cfg.DATASETS.TRAIN_REPEAT_FACTOR)
     unknown = set(weights) - set(per_dataset)
     if unknown:
@@ -147,4 +195,4 @@ def _weighted_sampler(cfg, per_dataset: dict[str, list[dict]]) -> RepeatFactorTr
         )
         factors = factors * category_factors
         factors = factors / factors.min()
-    return RepeatFactorTrainingSampler(factors)
+    return factors

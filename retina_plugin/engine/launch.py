@@ -10,7 +10,12 @@ local process group is created (so ``comm.get_local_rank()`` / ``get_local_size(
 and a GPU worker takes the device of its local rank, as Detectron2's own workers do.
 """
 
+import functools
+import logging
+import multiprocessing
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -19,8 +24,16 @@ import torch.distributed as dist
 from detectron2.engine import launch as detectron2_launch
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.utils import comm
+from torch.multiprocessing import ProcessExitedException
+
+from .preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
 
 __all__ = ["TorchrunEnvironment", "torchrun_environment", "launch"]
+
+logger = logging.getLogger("retina_plugin")
+# Forwarded by a launching process to the workers it spawned (each worker decides, by
+# SOLVER.FOCAL_RETINA.PREEMPTION_SIGNALS, what they mean).
+_FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
 
@@ -76,18 +89,30 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
     ``default_argument_parser()``): under torchrun in this process, as one worker of torchrun's
     process group; otherwise through Detectron2's ``launch``, which spawns ``args.num_gpus``
     workers on this machine (CPU processes with gloo where there is no GPU).
+
+    A run stopped by a preemption signal (:mod:`retina_plugin.engine.preemption`) exits with
+    status ``PREEMPTED_EXIT_CODE`` (75); a process that spawned workers forwards SIGTERM, SIGUSR1
+    and SIGUSR2 to them.
     """
+    worker = functools.partial(_exit_when_preempted, main_func)
     env = torchrun_environment()
     if env is None:
-        return detectron2_launch(
-            main_func,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-            timeout=timeout,
-        )
+        if args.num_gpus > 1:
+            _forward_signals_to_workers()
+        try:
+            return detectron2_launch(
+                worker,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+                timeout=timeout,
+            )
+        except ProcessExitedException as error:
+            if error.exit_code != PREEMPTED_EXIT_CODE:
+                raise
+            sys.exit(PREEMPTED_EXIT_CODE)  # the workers logged what was saved
     if args.num_gpus != 1 or args.num_machines != 1:
         raise ValueError(
             f"--num-gpus {args.num_gpus} --num-machines {args.num_machines} under torchrun: "
@@ -95,7 +120,24 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
             "torchrun --nproc-per-node N (and --nnodes M) instead."
         )
     _join_torchrun_group(env, timeout)
-    return main_func(args)
+    return worker(args)
+
+
+def _exit_when_preempted(main_func: Callable, args):
+    try:
+        return main_func(args)
+    except TrainingPreempted as preempted:
+        logger.warning("Preempted: %s", preempted)
+        sys.exit(PREEMPTED_EXIT_CODE)
+
+
+def _forward_signals_to_workers():
+    def forward(signum, frame):
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    for signum in _FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
 
 
 def _join_torchrun_group(env: TorchrunEnvironment, timeout):

@@ -12,6 +12,7 @@ import math
 
 from ..checks import check_at_least, check_in_range
 from .optimizer import OPTIMIZERS
+from .preemption import check_signal_names
 
 __all__ = ["check_solver_config"]
 
@@ -39,6 +40,7 @@ def check_solver_config(cfg, world_size: int = 1):
     _check_clipping(solver.CLIP_GRADIENTS)
     _check_at_least_int("SOLVER.CHECKPOINT_PERIOD", solver.CHECKPOINT_PERIOD, 1)
     _check_at_least_int("SOLVER.FOCAL_RETINA.LOG_PERIOD", solver.FOCAL_RETINA.LOG_PERIOD, 1)
+    check_signal_names(solver.FOCAL_RETINA.PREEMPTION_SIGNALS)
     _check_at_least_int("TEST.EVAL_PERIOD", cfg.TEST.EVAL_PERIOD, 0)
 
 

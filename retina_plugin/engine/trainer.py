@@ -17,20 +17,24 @@ from detectron2.engine.hooks import EvalHook, PeriodicWriter
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..data import build_test_loader, build_train_loader, check_num_classes
+from ..data import ResumableBatchStream, build_test_loader, build_train_loader, check_num_classes
 from ..modeling.priors import classification_prior
 from .amp import build_train_step
 from .checkpoint import SafeCheckpointer
 from .ddp import create_ddp_model
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
+from .preemption import PreemptionHook
 from .results import write_final_results
 from .resume import check_iterations_left
 from .solver_checks import check_solver_config
 
 __all__ = ["Trainer"]
+
+logger = logging.getLogger("retina_plugin")
 
 
 class Trainer(DefaultTrainer):
@@ -54,6 +58,8 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        stream = getattr(data_loader, "dataset", None)
+        self.data_stream = stream if isinstance(stream, ResumableBatchStream) else None
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = build_train_step(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -106,12 +112,57 @@ class Trainer(DefaultTrainer):
             if isinstance(hook, PeriodicWriter):
                 # Detectron2 builds it with a fixed period of 20; this is our own instance.
                 hook._period = self.cfg.SOLVER.FOCAL_RETINA.LOG_PERIOD
+        # Last, so that this iteration's metrics and periodic checkpoint are written first.
+        hook_list.append(PreemptionHook(self.cfg.SOLVER.FOCAL_RETINA.PREEMPTION_SIGNALS))
         return hook_list
 
+    def build_writers(self):
+        """Detectron2's writers, whose logged values are medians over the last LOG_PERIOD
+        iterations (Detectron2: 20 and 20); with LOG_PERIOD 1, each iteration's own values."""
+        window = self.cfg.SOLVER.FOCAL_RETINA.LOG_PERIOD
+        return [
+            CommonMetricPrinter(self.max_iter, window_size=window),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=window),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window),
+        ]
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.data_stream is not None:
+            ret["data_stream"] = {"seed": self.data_stream.seed}
+        # Detectron2 keeps the loss normaliser's moving average as a plain attribute of the
+        # model, outside its state dict; without it a resumed run's losses would differ.
+        normalizer = getattr(_unwrap(self.model), "loss_normalizer", None)
+        if normalizer is not None:
+            ret["loss_normalizer"] = normalizer
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._loaded_data_stream = state_dict.get("data_stream")
+        if "loss_normalizer" in state_dict:
+            _unwrap(self.model).loss_normalizer = state_dict["loss_normalizer"]
+
     def resume_or_load(self, resume=True):
+        self._loaded_data_stream = None
         super().resume_or_load(resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             check_iterations_left(self.checkpointer.loaded_file, self.start_iter, self.max_iter)
+            self._continue_data_stream()
+
+    def _continue_data_stream(self):
+        """Batch start_iter of the stream the checkpoint's run trained on (see ``stream.py``)."""
+        if self.data_stream is None:
+            return
+        saved = self._loaded_data_stream
+        if saved is None:
+            logger.warning(
+                f"{self.checkpointer.loaded_file} holds no data-stream position (it was written "
+                "before exact resume, or with DATALOADER.FOCAL_RETINA.EXACT_RESUME False): the "
+                f"data order starts over at iteration {self.start_iter}."
+            )
+            return
+        self.data_stream.start(saved["seed"], self.start_iter)
 
     def after_train(self):
         # Detectron2's EvalHook also evaluates after a failed last iteration. With several
@@ -132,8 +183,7 @@ class Trainer(DefaultTrainer):
         super().train()
         results = getattr(self, "_last_eval_results", {})
         if comm.is_main_process():
-            model = self.model.module if comm.get_world_size() > 1 else self.model
-            write_final_results(self.cfg, model, results)
+            write_final_results(self.cfg, _unwrap(self.model), results)
         return results
 
     @classmethod
@@ -148,3 +198,8 @@ class Trainer(DefaultTrainer):
         if comm.is_main_process():
             write_final_results(cfg, model, results)
         return results
+
+
+def _unwrap(model):
+    """The model inside DistributedDataParallel, if wrapped."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -87,6 +87,12 @@ def test_paper_and_quickstart_configs_pass(tiny_cfg):
             "SOLVER.CHECKPOINT_PERIOD = 0 is out of range: it must be an integer >= 1.",
         ),
         (
+            ["SOLVER.FOCAL_RETINA.PREEMPTION_SIGNALS", "['SIGTERM', 'SIGSTOP']"],
+            "SOLVER.FOCAL_RETINA.PREEMPTION_SIGNALS = ['SIGTERM', 'SIGSTOP'] names ['SIGSTOP']; "
+            "use names from ('SIGTERM', 'SIGUSR1', 'SIGUSR2', 'SIGINT', 'SIGHUP') (or an empty "
+            "list to keep the signals' default actions).",
+        ),
+        (
             ["SOLVER.FOCAL_RETINA.LOG_PERIOD", "0"],
             "SOLVER.FOCAL_RETINA.LOG_PERIOD = 0 is out of range: it must be an integer >= 1.",
         ),

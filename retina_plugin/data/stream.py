@@ -72,6 +72,11 @@ class ResumableBatchStream(torchdata.IterableDataset):
     def seed(self) -> int:
         return self._seed
 
+    @property
+    def sampler(self) -> torchdata.Sampler:
+        """This process's index sampler (Detectron2's), of seed :attr:`seed`."""
+        return self._sampler
+
     def start(self, seed: int, batch: int):
         """Continue the stream of `seed` from batch number `batch` (before iterating)."""
         self._seed = int(seed)

@@ -42,7 +42,9 @@ class Trainer(DefaultTrainer):
     Detectron2's DefaultTrainer with COCO evaluation, dataset and solver checks, atomic
     checkpoints, a resume that falls back to the newest complete one and stops on a changed model
     or a MAX_ITER below the iterations done, no evaluation after a failure (so other workers are
-    not left waiting), and DDP and AMP that work on the CPU too (Detectron2's fail there).
+    not left waiting), DDP and AMP that work on the CPU too (Detectron2's fail there), a
+    preemption signal that saves the iteration reached (``preemption.py``), and a resume that
+    continues the same data stream (``retina_plugin/data/stream.py``).
 
     ``train()`` returns the final evaluation's results and writes them to
     ``OUTPUT_DIR/final_results.json`` (with ``TEST.FOCAL_RETINA.NUM_VIS_IMAGES`` pictures).

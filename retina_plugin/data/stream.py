@@ -19,14 +19,15 @@ run sees batch ``start``, ``start + 1``, ... whatever ``DATALOADER.NUM_WORKERS``
 """
 
 import logging
+import random
 from collections.abc import Iterator
 from typing import Callable
 
 import numpy as np
+import torch
 import torch.utils.data as torchdata
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
-from detectron2.utils.env import seed_all_rng
 
 __all__ = ["ResumableBatchStream"]
 
@@ -101,7 +102,12 @@ class ResumableBatchStream(torchdata.IterableDataset):
 
     def _map(self, number: int, position: int, index: int) -> dict:
         entropy = [self._seed % 2**32, self._rank, number, position]
-        seed_all_rng(int(np.random.SeedSequence(entropy).generate_state(1)[0]) % 2**31)
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        # The RNGs a mapper draws from on the CPU; torch.manual_seed would also seed every
+        # accelerator's, at 100x the cost (0.15 ms an image).
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)
         mapped = self._mapper(self._records[index])
         if mapped is None:
             # Detectron2's MapDataset then retries with a random image; a fixed one keeps the

@@ -63,7 +63,8 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     # "float16".
     _C.MODEL.FOCAL_RETINA.AMP_DTYPE = "auto"
     # Keep conv weights, and so activations, channels-last (NHWC). Measured on 2 CPU cores at
-    # R50-FPN 2 x 512 px: training steps 11% and inference 18% faster; checkpoints are unchanged.
+    # R50-FPN 2 x 512 px: training steps 10-11% and inference 10-14% faster (docs/PERFORMANCE.md,
+    # two machines); checkpoints are unchanged.
     # Off by default so that, with Detectron2's own configs, results equal Detectron2's to the
     # last bit (other convolution kernels round differently: gradients differ by ~1e-3 of their
     # scale, boxes by ~1e-3 px); configs/Base-FocalRetina.yaml turns it on.

@@ -337,7 +337,7 @@ def dry_run_error(tmp_path, *argv):
 @pytest.mark.parametrize("grid_file", GRID_FILES)
 def test_shapes_grid_dry_run(grid_file, tmp_path):
     output = tmp_path / "sweep"
-    grid_path = os.path.join("sweeps", grid_file)  # as the README writes it
+    grid_path = os.path.join("sweeps", grid_file)  # as docs/ABLATIONS.md writes it
     result = ablate("--grid", grid_path, "--output", str(output), "--dry-run")
     assert result.returncode == 0, result.stderr
     settings = sweeps.load_grid_file(os.path.join(REPO_ROOT, grid_path)).settings

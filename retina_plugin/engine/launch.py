@@ -127,7 +127,8 @@ def _exit_when_preempted(main_func: Callable, args):
     try:
         return main_func(args)
     except TrainingPreempted as preempted:
-        logger.warning("Preempted: %s", preempted)
+        if not preempted.logged:
+            logger.warning("Preempted: %s", preempted)
         sys.exit(PREEMPTED_EXIT_CODE)
 
 

@@ -37,6 +37,8 @@ _SIGNAL_NAMES = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP")
 class TrainingPreempted(Exception):
     """Training stopped on a preemption signal; its state is saved (see the module docstring)."""
 
+    logged = False  # whether the worker has logged it
+
 
 def check_signal_names(names) -> list[signal.Signals]:
     """The signals named by ``SOLVER.FOCAL_RETINA.PREEMPTION_SIGNALS``; ValueError for others."""
@@ -92,11 +94,17 @@ class PreemptionHook(HookBase):
             name = f"model_{trainer.iter:07d}"
             checkpointer.save(name, iteration=trainer.iter)  # worker 0 writes it
             comm.synchronize()  # no worker leaves before the checkpoint is whole
-            raise TrainingPreempted(
+            preempted = TrainingPreempted(
                 f"{self._received or 'a signal to another worker'} at iteration {trainer.iter}: "
                 f"saved {name}.pth in {checkpointer.save_dir} (last_checkpoint points at it); "
                 "no evaluation. Run again with --resume to continue this run exactly."
             )
+            logger.warning("Preempted: %s", preempted)
+            preempted.logged = True
+            # Every worker has said so before any exits: a launcher stops the others when one
+            # exits.
+            comm.synchronize()
+            raise preempted
         if trainer.iter + 1 >= trainer.max_iter:
             self._training_done = True
 

@@ -17,7 +17,12 @@ from detectron2.engine.hooks import EvalHook, PeriodicWriter
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.utils import comm
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.events import (
+    CommonMetricPrinter,
+    JSONWriter,
+    TensorboardXWriter,
+    get_event_storage,
+)
 from detectron2.utils.logger import setup_logger
 
 from ..data import ResumableBatchStream, build_test_loader, build_train_loader, check_num_classes
@@ -32,7 +37,7 @@ from .results import write_final_results
 from .resume import check_iterations_left
 from .solver_checks import check_solver_config
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "MetricPrinter"]
 
 logger = logging.getLogger("retina_plugin")
 
@@ -123,7 +128,7 @@ class Trainer(DefaultTrainer):
         iterations (Detectron2: 20 and 20); with LOG_PERIOD 1, each iteration's own values."""
         window = self.cfg.SOLVER.FOCAL_RETINA.LOG_PERIOD
         return [
-            CommonMetricPrinter(self.max_iter, window_size=window),
+            MetricPrinter(self.max_iter, window_size=window),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=window),
             TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window),
         ]
@@ -205,3 +210,18 @@ class Trainer(DefaultTrainer):
 def _unwrap(model):
     """The model inside DistributedDataParallel, if wrapped."""
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+class MetricPrinter(CommonMetricPrinter):
+    """Detectron2's metric printer, printing each iteration once. Asked to print the iteration
+    it has just printed before the iteration timer has a history (a run preempted in its first
+    iterations, with LOG_PERIOD 1: PeriodicWriter writes again after training), Detectron2's
+    divides by zero in its ETA estimate."""
+
+    _printed = None
+
+    def write(self):
+        iteration = get_event_storage().iter
+        if iteration != self._printed:
+            self._printed = iteration
+            super().write()

@@ -185,3 +185,21 @@ def test_unknown_signal_names():
         "names from ('SIGTERM', 'SIGUSR1', 'SIGUSR2', 'SIGINT', 'SIGHUP') (or an empty list to "
         "keep the signals' default actions)."
     )
+
+
+def test_metric_printer_prints_an_iteration_once():
+    """What PeriodicWriter does to a run preempted at iteration 1 with LOG_PERIOD 1: write at
+    the iteration, then again after training, before IterationTimer has any history."""
+    from detectron2.utils.events import CommonMetricPrinter, EventStorage
+
+    from retina_plugin.engine.trainer import MetricPrinter
+
+    with EventStorage(start_iter=1) as storage:
+        storage.put_scalar("total_loss", 1.0)
+        detectron2_printer, printer = CommonMetricPrinter(16), MetricPrinter(16)
+        detectron2_printer.write()
+        with pytest.raises(ZeroDivisionError):
+            detectron2_printer.write()
+        printer.write()
+        printer.write()  # printed once, no error
+        assert printer._printed == 1

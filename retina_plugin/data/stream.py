@@ -18,7 +18,6 @@ Data-loader workers take the batches in turn, and torch's loader returns them in
 run sees batch ``start``, ``start + 1``, ... whatever ``DATALOADER.NUM_WORKERS`` is.
 """
 
-import logging
 import random
 from collections.abc import Iterator
 from typing import Callable
@@ -30,8 +29,6 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 __all__ = ["ResumableBatchStream"]
-
-logger = logging.getLogger(__name__)
 
 
 class ResumableBatchStream(torchdata.IterableDataset):

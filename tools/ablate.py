@@ -25,8 +25,18 @@ After every setting the tables are rewritten: OUTPUT/results.md, OUTPUT/results.
 OUTPUT/results.png (AP, AP50 and AP75 against the plotted key, one line per series; a bar chart
 when no numeric key is plotted).
 
-The logic lives in retina_plugin.sweeps; this is its command line, which trains with the
-repository's train_net.py.
+On a SLURM cluster, ``--launcher slurm`` (with tools/submit.py's cluster options) submits every
+setting that is not done as a job of its own, at once, and returns; each job requeues itself
+before its time limit and resumes there. Run the same command again (or ``--collect OUTPUT``)
+to write the tables from whatever has finished, with the settings still queued, running, failed
+(with their logs) or preempted; settings done, queued or running are not submitted again:
+
+    python tools/ablate.py --launcher slurm --partition learn --nodes 1 --gpus-per-node 8 \
+        --time 24:00:00 --grid configs/Ablations/Table1b-gamma-FL.yaml --output output/table1b
+    python tools/ablate.py --collect output/table1b
+
+The logic lives in retina_plugin.sweeps (and retina_plugin.slurm); this is its command line,
+which trains with the repository's train_net.py.
 """
 
 from __future__ import annotations
@@ -35,7 +45,8 @@ import argparse
 import os
 import sys
 
-from retina_plugin import sweeps
+from retina_plugin import slurm, sweeps
+from retina_plugin.sweeps import cluster
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")  # what every setting trains with
@@ -51,11 +62,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grid", help="grid file of named settings (see retina_plugin.sweeps.load_grid_file)"
     )
+    parser.add_argument("--configs", help="folder of configs, one setting each (Table 1b's)")
     parser.add_argument(
         "--sweep", action="append", default=[], metavar="KEY=v1,v2,...",
         help="a swept key; several --sweep give their cartesian product",
     )  # fmt: skip
-    parser.add_argument("--output", required=True, help="folder of the settings and tables")
+    parser.add_argument("--output", help="folder of the settings and tables")
     parser.add_argument(
         "--x", help="plotted key (default: the grid's x, or the first numeric sweep)"
     )
@@ -67,41 +79,52 @@ def get_parser() -> argparse.ArgumentParser:
         help="move aside the folders of settings whose config changed and train them again",
     )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="list settings and commands only")
+    parser.add_argument(
+        "--launcher", choices=("local", "slurm"), default="local",
+        help="train here, or submit every setting as a SLURM job at once",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-parallel", type=int, default=1, metavar="N", help="local: settings at a time"
+    )
+    parser.add_argument(
+        "--collect", metavar="OUTPUT",
+        help="only write OUTPUT's tables from what has finished, and list the rest",
+    )  # fmt: skip
+    slurm.add_cluster_arguments(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
     parser.add_argument("trailing_opts", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
-def grid_from_args(args) -> sweeps.Grid:
-    """The grid of --grid or of the --sweep options, with the plotted keys."""
-    if bool(args.grid) == bool(args.sweep):
-        raise ValueError("Give either --grid FILE or one or more --sweep KEY=v1,v2,...")
-    grid = sweeps.load_grid_file(args.grid) if args.grid else sweeps.sweep_grid(args.sweep, args.x)
-    grid.x_key = args.x or grid.x_key
-    grid.series_keys = args.series or grid.series_keys
-    return grid
-
-
-def base_config(args, grid: sweeps.Grid) -> str:
-    """--config-file, else the grid file's base; it must exist."""
-    base = args.config_file or grid.base
-    if not base:
-        raise ValueError("No base config: pass --config-file, or name one as 'base:' in --grid.")
-    if not os.path.isfile(base):
-        raise FileNotFoundError(f"The base config {base!r} does not exist.")
-    return os.path.abspath(base)
-
-
 def main(argv=None) -> int:
-    """Run the sweep; returns the exit status (1 when a setting failed)."""
+    """Run, submit or collect the sweep; returns the exit status (1 when a setting failed)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = get_parser().parse_args(argv)
-    grid = grid_from_args(args)
-    base = base_config(args, grid)
+    if args.collect:  # the recorded command, run from where it ran
+        argv = cluster.load_command(args.collect)
+        args = get_parser().parse_args(argv)
+        args.collect = True
+    if not args.output:
+        raise ValueError("Give --output FOLDER (or --collect FOLDER of a sweep run before).")
+    grid, base = sweeps.load_sweep(
+        args.grid, args.sweep, args.configs, args.config_file, args.x, args.series
+    )
     opts = sweeps.pair_opts(list(args.opts) + list(args.trailing_opts))
+    on_slurm = args.launcher == "slurm"
+    if on_slurm and args.num_gpus != 1:
+        raise ValueError("--num-gpus with --launcher slurm: give --gpus-per-node and --nodes.")
+    if not args.collect and not args.dry_run:
+        cluster.save_command(args.output, argv)
+    if on_slurm or args.collect:
+        by_status = cluster.submit_and_collect(
+            grid, base, opts, args.output, TRAIN_NET, args, slurm=on_slurm,
+            submit=not args.collect, dry_run=args.dry_run, redo_changed=args.redo_changed,
+        )  # fmt: skip
+        return 1 if "failed" in by_status else 0
     failures = sweeps.run_sweep(
         grid, base, opts, args.output, [sys.executable, TRAIN_NET],
-        num_gpus=args.num_gpus, keep_going=args.keep_going,
-        redo_changed=args.redo_changed, dry_run=args.dry_run,
+        num_gpus=args.num_gpus, keep_going=args.keep_going, redo_changed=args.redo_changed,
+        dry_run=args.dry_run, max_parallel=args.max_parallel,
     )  # fmt: skip
     return 1 if failures else 0
 

@@ -3,7 +3,7 @@
 from .amp import AnyDeviceAMPTrainer, build_train_step
 from .checkpoint import SafeCheckpointer
 from .ddp import create_ddp_model
-from .launch import launch, torchrun_environment
+from .launch import WorkerEnvironment, join_process_group, launch, torchrun_environment
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .predictor import SafePredictor
@@ -18,6 +18,8 @@ __all__ = [
     "setup",
     "launch",
     "torchrun_environment",
+    "WorkerEnvironment",
+    "join_process_group",
     "SafeCheckpointer",
     "SafePredictor",
     "AnyDeviceAMPTrainer",

@@ -28,7 +28,7 @@ from torch.multiprocessing import ProcessExitedException
 
 from .preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
 
-__all__ = ["TorchrunEnvironment", "torchrun_environment", "launch"]
+__all__ = ["WorkerEnvironment", "torchrun_environment", "join_process_group", "launch"]
 
 logger = logging.getLogger("retina_plugin")
 # Forwarded by a launching process to the workers it spawned (each worker decides, by
@@ -39,8 +39,10 @@ _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "
 
 
 @dataclass(frozen=True)
-class TorchrunEnvironment:
-    """What torchrun tells a worker about its place in the run."""
+class WorkerEnvironment:
+    """A worker's place in a run started by a launcher (torchrun, or SLURM's srun through
+    :mod:`retina_plugin.slurm`). The rendezvous address comes from ``MASTER_ADDR`` and
+    ``MASTER_PORT`` in the environment."""
 
     rank: int  # global rank, 0 .. world_size - 1
     world_size: int
@@ -49,7 +51,7 @@ class TorchrunEnvironment:
     group_rank: int  # rank of this machine
 
 
-def torchrun_environment(environ=None) -> Optional[TorchrunEnvironment]:
+def torchrun_environment(environ=None) -> Optional[WorkerEnvironment]:
     """
     The torchrun environment of this process, or None when torchrun did not start it (torchrun
     sets ``TORCHELASTIC_RUN_ID`` and the variables above). Raises ValueError when the variables
@@ -65,7 +67,7 @@ def torchrun_environment(environ=None) -> Optional[TorchrunEnvironment]:
             f"This process was started by torchrun (TORCHELASTIC_RUN_ID is set) but {missing} "
             "are not in its environment; start it with torchrun >= 1.10 or without torchrun."
         )
-    env = TorchrunEnvironment(
+    env = WorkerEnvironment(
         rank=int(environ["RANK"]),
         world_size=int(environ["WORLD_SIZE"]),
         local_rank=int(environ["LOCAL_RANK"]),
@@ -119,7 +121,7 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
             "torchrun starts the workers itself, one process each. Leave both at 1 and give "
             "torchrun --nproc-per-node N (and --nnodes M) instead."
         )
-    _join_torchrun_group(env, timeout)
+    join_process_group(env, timeout)
     return worker(args)
 
 
@@ -141,18 +143,28 @@ def _forward_signals_to_workers():
         signal.signal(signum, forward)
 
 
-def _join_torchrun_group(env: TorchrunEnvironment, timeout):
-    """What Detectron2's ``_distributed_worker`` does for a worker it spawned, from torchrun's
-    environment: the process group, the local group, the device of the local rank."""
+def join_process_group(env: WorkerEnvironment, timeout=DEFAULT_TIMEOUT, launcher="torchrun"):
+    """What Detectron2's ``_distributed_worker`` does for a worker it spawned, for a worker that
+    `launcher` started: the process group (``env://``: ``MASTER_ADDR``, ``MASTER_PORT``), the
+    local group, the device of the local rank."""
     has_gpu = torch.cuda.is_available()
     if has_gpu and env.local_rank >= torch.cuda.device_count():
+        hint = {
+            "torchrun": "use --nproc-per-node <= the number of GPUs",
+            "slurm": "ask for as many tasks per node as GPUs per node",
+        }[launcher]
         raise RuntimeError(
-            f"torchrun started {env.local_world_size} workers on this machine but it has "
-            f"{torch.cuda.device_count()} GPU(s): use --nproc-per-node <= the number of GPUs."
+            f"{launcher} started {env.local_world_size} workers on this machine but it has "
+            f"{torch.cuda.device_count()} GPU(s): {hint}."
         )
     if env.world_size > 1:
         # Detectron2's launch picks the backend the same way.
-        dist.init_process_group(backend="nccl" if has_gpu else "gloo", timeout=timeout)
+        dist.init_process_group(
+            backend="nccl" if has_gpu else "gloo",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=timeout,
+        )
         comm.create_local_process_group(env.local_world_size)
     if has_gpu:
         torch.cuda.set_device(env.local_rank)

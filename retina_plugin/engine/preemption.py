@@ -38,6 +38,7 @@ class TrainingPreempted(Exception):
     """Training stopped on a preemption signal; its state is saved (see the module docstring)."""
 
     logged = False  # whether the worker has logged it
+    signal_name = None  # the signal this worker received ("SIGUSR2"), None if another one did
 
 
 def check_signal_names(names) -> list[signal.Signals]:
@@ -82,10 +83,12 @@ class PreemptionHook(HookBase):
             self._received = name
             # The logging module is not reentrant: the message waits for after_step.
         if self._training_done:
-            raise TrainingPreempted(
+            preempted = TrainingPreempted(
                 f"{name} during the final evaluation: training had finished and its weights "
                 "are saved; the evaluation was stopped (run again with --resume to evaluate)."
             )
+            preempted.signal_name = name
+            raise preempted
 
     def after_step(self):
         trainer = self.trainer
@@ -101,6 +104,7 @@ class PreemptionHook(HookBase):
             )
             logger.warning("Preempted: %s", preempted)
             preempted.logged = True
+            preempted.signal_name = self._received
             # Every worker has said so before any exits: a launcher stops the others when one
             # exits.
             comm.synchronize()

@@ -11,7 +11,7 @@ OUTPUT/results.md, results.csv and results.png after each. tools/ablate.py is it
 
 from .folder import LOG_FILE, RECORD_FILE, RUNS_FILE, folder_state, read_results
 from .grid import Grid, Setting, cartesian_settings, parse_sweep, short_name, sweep_grid
-from .grid_file import is_grid_file, load_grid_file
+from .grid_file import is_grid_file, load_config_folder, load_grid_file, load_sweep
 from .overrides import (
     all_keys,
     check_key,
@@ -33,6 +33,8 @@ __all__ = [
     "sweep_grid",
     "short_name",
     "load_grid_file",
+    "load_config_folder",
+    "load_sweep",
     "is_grid_file",
     "parse_value",
     "format_value",

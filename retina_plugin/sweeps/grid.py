@@ -28,6 +28,7 @@ class Setting:
     name: str
     overrides: list[tuple[str, object]]
     where: str  # where it was defined, for error messages
+    config_file: str | None = None  # its own config, in place of the sweep's base config
 
 
 @dataclasses.dataclass

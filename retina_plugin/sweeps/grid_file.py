@@ -1,16 +1,20 @@
 """
 Grid files: named settings in a YAML file (see load_grid_file). They are not train_net.py configs
 and live outside configs/ (the repository's are in sweeps/); they name their base config.
+A folder of train_net.py configs is a grid too (load_config_folder).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 
 import yaml
 
-from .grid import Grid, Setting
+from ..config import load_config
+from .grid import Grid, Setting, sweep_grid
+from .overrides import flatten_config
 
 GRID_FILE_KEYS = ("base", "x", "series", "settings")
 # A setting's name is its folder's name and a cell of a Markdown table.
@@ -88,3 +92,60 @@ def grid_file_setting(path: str, name, overrides) -> Setting:
     if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
         raise ValueError(f"{where}: must be a mapping of config KEY: VALUE overrides.")
     return Setting(name, list(overrides.items()), where)
+
+
+def load_config_folder(folder: str) -> Grid:
+    """
+    A grid of train_net.py configs, one setting per ``*.yaml`` of `folder` (named after the file,
+    trained with it as its config), such as ``configs/Ablations/Table1b-gamma-FL/``. Each
+    setting's overrides are the keys whose values differ between the files (the table's
+    columns; passing them again changes nothing); the plot is against the first numeric one.
+    """
+    paths = sorted(glob.glob(os.path.join(folder, "*.yaml")))
+    if not paths:
+        raise ValueError(f"{folder} holds no *.yaml config: --configs takes a folder of configs.")
+    flat = {path: flatten_config(load_config(path)) for path in paths}
+    keys = [k for k in flat[paths[0]] if len({repr(f.get(k)) for f in flat.values()}) > 1]
+    settings = [
+        Setting(
+            os.path.splitext(os.path.basename(path))[0],
+            [(key, flat[path][key]) for key in keys if key in flat[path]],
+            path,
+            config_file=os.path.abspath(path),
+        )
+        for path in paths
+    ]
+    numeric = [k for k in keys if all(isinstance(f.get(k), (int, float)) for f in flat.values())]
+    return Grid(settings, os.path.abspath(folder), numeric[0] if numeric else None, [])
+
+
+def load_sweep(
+    grid_file: str | None = None,
+    sweep_specs: list[str] = (),
+    configs_folder: str | None = None,
+    config_file: str | None = None,
+    x_key: str | None = None,
+    series_keys: list[str] | None = None,
+) -> tuple[Grid, str]:
+    """(grid, base config) of ablate.py's --grid, --sweep or --configs, --config-file, --x and
+    --series; the base must exist (for --configs it is the folder)."""
+    if sum(map(bool, (grid_file, sweep_specs, configs_folder))) != 1:
+        raise ValueError(
+            "Give one of --grid FILE, --configs FOLDER or one or more --sweep KEY=v1,v2,..."
+        )
+    if configs_folder:
+        grid = load_config_folder(configs_folder)
+    elif grid_file:
+        grid = load_grid_file(grid_file)
+    else:
+        grid = sweep_grid(list(sweep_specs), x_key)
+    grid.x_key = x_key or grid.x_key
+    grid.series_keys = series_keys or grid.series_keys
+    if configs_folder:
+        return grid, grid.base
+    base = config_file or grid.base
+    if not base:
+        raise ValueError("No base config: pass --config-file, or name one as 'base:' in --grid.")
+    if not os.path.isfile(base):
+        raise FileNotFoundError(f"The base config {base!r} does not exist.")
+    return grid, os.path.abspath(base)

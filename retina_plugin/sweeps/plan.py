@@ -26,7 +26,8 @@ class PlannedSetting:
     config: dict  # flattened resolved config, OUTPUT_DIR left out
     state: str  # "new", "resume", "done" or "changed"
     differences: list[str]  # why it is "changed"
-    outcome: str = ""  # after this run: "", "failed" or "not run"
+    outcome: str = ""  # after this run: "", "failed", "not run"; on SLURM "queued", "running"...
+    log: str = ""  # where its training logs (default: its folder's ablate.log)
 
 
 def plan_settings(
@@ -50,9 +51,10 @@ def plan_settings(
     for setting in grid.settings:
         if any(key == "OUTPUT_DIR" for key, _ in setting.overrides):
             raise ValueError(f"{setting.where}: OUTPUT_DIR is set per setting; use --output.")
-        cfg, texts = resolve_setting(base, opts, setting)
+        config_file = setting.config_file or base
+        cfg, texts = resolve_setting(config_file, opts, setting)
         folder = os.path.join(os.path.abspath(output), setting.name)
-        command = [*train_command, "--config-file", base, "--resume"]
+        command = [*train_command, "--config-file", config_file, "--resume"]
         command += ["--num-gpus", str(num_gpus)] if num_gpus != 1 else []
         command += ["OUTPUT_DIR", folder, *texts]
         config = flatten_config(cfg)

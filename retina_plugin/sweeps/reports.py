@@ -38,7 +38,7 @@ def result_rows(plan: list[PlannedSetting]) -> list[dict]:
         row["train_s"] = training_seconds(planned.folder)
         row["wall_s"] = wall_seconds(planned.folder)
         row["status"] = status
-        row["log"] = os.path.join(planned.folder, LOG_FILE)
+        row["log"] = planned.log or os.path.join(planned.folder, LOG_FILE)
         rows.append(row)
     return rows
 

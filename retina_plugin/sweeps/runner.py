@@ -6,10 +6,12 @@ checkpoint), and the tables are rewritten after each.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import os
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 
@@ -35,31 +37,44 @@ def run_training(planned: PlannedSetting, base: str) -> int:
 
 
 def train_all(
-    plan: list[PlannedSetting], grid: Grid, base: str, output: str, keep_going: bool
+    plan: list[PlannedSetting],
+    grid: Grid,
+    base: str,
+    output: str,
+    keep_going: bool,
+    max_parallel: int = 1,
 ) -> int:
-    """Train what is not done, rewriting the tables after each setting; returns the failures."""
-    failures = 0
+    """Train what is not done, `max_parallel` settings at a time, rewriting the tables after
+    each setting; returns the failures. Without `keep_going`, a failure stops new settings from
+    starting (those already training finish)."""
     todo = [p for p in plan if p.state != "done"]
-    for index, planned in enumerate(todo, 1):
+    lock = threading.Lock()
+    failures = []
+
+    def train(index: int, planned: PlannedSetting):
         name, log = planned.setting.name, os.path.join(planned.folder, LOG_FILE)
-        verb = "resuming" if planned.state == "resume" else "training"
-        print(f"[{index}/{len(todo)}] {name}: {verb} (log: {log})", flush=True)
+        with lock:
+            if failures and not keep_going:
+                planned.outcome = "not run"
+                return
+            verb = "resuming" if planned.state == "resume" else "training"
+            print(f"[{index}/{len(todo)}] {name}: {verb} (log: {log})", flush=True)
         returncode = run_training(planned, base)
         metrics = read_results(planned.folder)
-        if returncode == 0 and metrics is not None:
-            planned.state = "done"
-            print(f"[{index}/{len(todo)}] {name}: AP {metrics['AP']:.1f}", flush=True)
-        else:
-            failures += 1
-            planned.outcome = "failed"
-            print(f"[{index}/{len(todo)}] {name}: FAILED (exit {returncode}); log: {log}")
-            if not keep_going:
-                for later in todo[index:]:
-                    later.outcome = "not run"
-        write_reports(plan, grid, base, output)
-        if failures and not keep_going:
-            break
-    return failures
+        with lock:
+            if returncode == 0 and metrics is not None:
+                planned.state = "done"
+                print(f"[{index}/{len(todo)}] {name}: AP {metrics['AP']:.1f}", flush=True)
+            else:
+                failures.append(name)
+                planned.outcome = "failed"
+                print(f"[{index}/{len(todo)}] {name}: FAILED (exit {returncode}); log: {log}")
+            write_reports(plan, grid, base, output)
+
+    with concurrent.futures.ThreadPoolExecutor(max_parallel) as pool:
+        for future in [pool.submit(train, i, p) for i, p in enumerate(todo, 1)]:
+            future.result()
+    return len(failures)
 
 
 def run_sweep(
@@ -73,6 +88,7 @@ def run_sweep(
     keep_going: bool = False,
     redo_changed: bool = False,
     dry_run: bool = False,
+    max_parallel: int = 1,
 ) -> int:
     """
     Check and plan every setting of `grid` on the config file `base` with the KEY VALUE `opts`
@@ -81,6 +97,8 @@ def run_sweep(
     Raises ValueError, before anything trains, for a bad key, value or changed setting.
     Returns the number of settings that failed.
     """
+    if max_parallel < 1:
+        raise ValueError(f"--max-parallel {max_parallel}: give 1 or more settings at a time.")
     base = os.path.abspath(base)
     plan = plan_settings(base, opts, grid, output, train_command, num_gpus)
     handle_changed(plan, redo_changed, dry_run)
@@ -88,7 +106,7 @@ def run_sweep(
     if dry_run:
         return 0
     start = time.time()
-    failures = train_all(plan, grid, base, output, keep_going)
+    failures = train_all(plan, grid, base, output, keep_going, max_parallel)
     write_reports(plan, grid, base, output)
     done = sum(p.state == "done" for p in plan)
     print(

@@ -377,7 +377,7 @@ def test_a_bad_key_is_named_and_nothing_runs(tmp_path):
          "have no value for 'SOLVER.MAX_ITER'."),
         (["--sweep", f"{GAMMA}=1", "SOLVER.MAX_ITER", "4", "--keep-going", "x"],
          "--keep-going comes after the KEY VALUE options: give ablate.py's own options first."),
-        ([], "Give either --grid FILE or one or more --sweep KEY=v1,v2,..."),
+        ([], "Give one of --grid FILE, --configs FOLDER or one or more --sweep KEY=v1,v2,..."),
     ],
 )  # fmt: skip
 def test_bad_command_lines(tmp_path, argv, message):
@@ -604,3 +604,93 @@ def test_interrupted_setting_resumes_from_its_checkpoint(tiny_sweep, monkeypatch
         assert [r["status"] for r in csv.DictReader(f)] == ["done", "done"]
     with open(folder / "runs.jsonl") as f:
         assert len(f.readlines()) == 2  # the first run and the resumed one
+
+
+def test_collect_rewrites_the_tables_from_the_recorded_command(tiny_sweep, tmp_path):
+    """`ablate.py --collect OUTPUT` (from another folder) writes the same tables, training
+    nothing."""
+    root, _ = tiny_sweep
+    output = root / "sweep"
+    table = (output / "results.md").read_text()
+    (output / "results.md").unlink()
+    command = [sys.executable, ABLATE, "--collect", str(output)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_nothing_trained(result.stdout)
+    assert "done: CE, FL\n" in result.stdout
+    assert (output / "results.md").read_text() == table
+
+
+def test_collect_without_a_sweep_is_explained(tmp_path):
+    assert ablate_error("--collect", str(tmp_path)) == (
+        f"ablate.py: {tmp_path / 'sweep.json'} does not exist: --collect reads the sweep "
+        "written there by 'ablate.py ... --output OUTPUT'. Run the sweep command itself instead."
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# --max-parallel and --configs.
+
+SLEEPY_TRAIN_NET = """
+import json, os, sys, time
+argv = sys.argv[1:]
+output_dir = argv[argv.index("OUTPUT_DIR") + 1]
+start = time.time()
+time.sleep(2)
+with open(os.path.join(output_dir, "times.json"), "w") as f:
+    json.dump([start, time.time()], f)
+with open(os.path.join(output_dir, "final_results.json"), "w") as f:
+    json.dump({"bbox": {"AP": 1.0, "AP50": 2.0, "AP75": 3.0, "APs": 1.0, "APm": 1.0, "APl": 1.0}}, f)
+"""
+
+
+@pytest.mark.parametrize("max_parallel", [1, 3])
+def test_max_parallel(tmp_path, max_parallel):
+    """3 settings of 2 s each: one after another, or all three at once."""
+    script = tmp_path / "sleepy_train_net.py"
+    script.write_text(SLEEPY_TRAIN_NET)
+    output = tmp_path / "sweep"
+    grid = sweeps.sweep_grid([f"{GAMMA}=0,1,2"])
+    failures = sweeps.run_sweep(
+        grid, QUICKSTART, [], str(output), [sys.executable, str(script)],
+        max_parallel=max_parallel,
+    )  # fmt: skip
+    assert failures == 0
+    times = sorted(json.loads((output / s.name / "times.json").read_text()) for s in grid.settings)
+    overlapping = [b[0] < a[1] for a, b in zip(times, times[1:])]
+    assert overlapping == ([False, False] if max_parallel == 1 else [True, True])
+    rows = list(csv.DictReader(open(output / "results.csv")))
+    assert [r["status"] for r in rows] == ["done"] * 3
+
+
+def test_max_parallel_must_be_positive(tmp_path):
+    message = dry_run_error(tmp_path, "--config-file", QUICKSTART, "--sweep", f"{GAMMA}=1",
+                            "--max-parallel", "0")  # fmt: skip
+    assert message == "ablate.py: --max-parallel 0: give 1 or more settings at a time."
+
+
+def test_a_folder_of_configs_is_a_grid(tmp_path):
+    """configs/Ablations/Table1b-gamma-FL: a setting per file, trained with that file; the keys
+    that differ between the files are the table's columns."""
+    folder = os.path.join(ABLATIONS_DIR, "Table1b-gamma-FL")
+    grid = sweeps.load_config_folder(folder)
+    assert [s.name for s in grid.settings] == [
+        "FL_gamma0.0_alpha0.75", "FL_gamma0.1_alpha0.75", "FL_gamma0.2_alpha0.75",
+        "FL_gamma0.5_alpha0.50", "FL_gamma1.0_alpha0.25", "FL_gamma2.0_alpha0.25",
+        "FL_gamma5.0_alpha0.25",
+    ]  # fmt: skip
+    assert grid.settings[3].overrides == [(GAMMA, 0.5), (ALPHA, 0.5)]
+    assert grid.settings[3].config_file == os.path.join(folder, "FL_gamma0.5_alpha0.50.yaml")
+    assert (grid.x_key, grid.series_keys) == (GAMMA, [])
+    output = tmp_path / "sweep"
+    result = ablate("--configs", os.path.relpath(folder, REPO_ROOT), "--output", str(output),
+                    "--dry-run")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = [
+        sys.executable, TRAIN_NET, "--config-file", grid.settings[3].config_file, "--resume",
+        "OUTPUT_DIR", str(output / "FL_gamma0.5_alpha0.50"), GAMMA, "0.5", ALPHA, "0.5",
+    ]  # fmt: skip
+    assert f"FL_gamma0.5_alpha0.50: to train\n    {shlex.join(command)}\n" in result.stdout
+    assert dry_run_error(tmp_path, "--configs", str(tmp_path)) == (
+        f"ablate.py: {tmp_path} holds no *.yaml config: --configs takes a folder of configs."
+    )

@@ -30,5 +30,9 @@ setup(
         "numpy",
         "PyYAML>=5.1",
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-random-order>=1.1", "ruff>=0.4"]},
+    extras_require={
+        # SLURM submission (tools/submit.py, tools/ablate.py --launcher slurm).
+        "slurm": ["submitit>=1.5"],
+        "dev": ["pytest>=7", "pytest-random-order>=1.1", "ruff>=0.4", "submitit>=1.5"],
+    },
 )

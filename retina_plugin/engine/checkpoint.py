@@ -86,6 +86,16 @@ class SafeCheckpointer(DetectionCheckpointer):
         self.loaded_file = ""
         self._resuming = False
 
+    def save(self, name: str, **kwargs):
+        """Detectron2's save, called on every worker (as its hooks do): each checkpointable with a
+        ``gather_worker_state()`` first collects what differs between workers (a collective), so
+        that worker 0's file holds every worker's part."""
+        for checkpointable in self.checkpointables.values():
+            gather = getattr(checkpointable, "gather_worker_state", None)
+            if gather is not None:
+                gather()
+        return super().save(name, **kwargs)
+
     def resume_or_load(self, path: str, *, resume: bool = True):
         self._resuming = resume and self.has_checkpoint()
         try:

@@ -13,7 +13,7 @@ import weakref
 
 import torch
 from detectron2.engine import DefaultTrainer, TrainerBase
-from detectron2.engine.hooks import EvalHook, PeriodicWriter
+from detectron2.engine.hooks import EvalHook, PeriodicCheckpointer, PeriodicWriter
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.utils import comm
@@ -115,6 +115,18 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hook_list = super().build_hooks()
+        if not comm.is_main_process():
+            # Detectron2 adds its PeriodicCheckpointer on worker 0 only; here every worker takes
+            # part in each save (SafeCheckpointer.save gathers every worker's loss normaliser,
+            # a collective) and worker 0 alone writes. Where worker 0 has it: before EvalHook.
+            index = next(
+                (i for i, hook in enumerate(hook_list) if isinstance(hook, EvalHook)),
+                len(hook_list),
+            )
+            checkpointer = PeriodicCheckpointer(
+                self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD
+            )
+            hook_list.insert(index, checkpointer)
         for hook in hook_list:
             if isinstance(hook, PeriodicWriter):
                 # Detectron2 builds it with a fixed period of 20; this is our own instance.
@@ -133,6 +145,15 @@ class Trainer(DefaultTrainer):
             TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window),
         ]
 
+    def gather_worker_state(self):
+        """Collect every worker's loss normaliser (each worker's moving average of its own
+        images' foreground count, unless MODEL.FOCAL_RETINA.LOSS_NORMALIZER.SYNC_ACROSS_WORKERS):
+        called on every worker before a checkpoint is saved (SafeCheckpointer.save)."""
+        normalizer = getattr(_unwrap(self.model), "loss_normalizer", None)
+        self._worker_normalizers = (
+            comm.all_gather(normalizer) if comm.get_world_size() > 1 else None
+        )
+
     def state_dict(self):
         ret = super().state_dict()
         if self.data_stream is not None:
@@ -142,12 +163,18 @@ class Trainer(DefaultTrainer):
         normalizer = getattr(_unwrap(self.model), "loss_normalizer", None)
         if normalizer is not None:
             ret["loss_normalizer"] = normalizer
+        if getattr(self, "_worker_normalizers", None):
+            ret["loss_normalizer_per_worker"] = self._worker_normalizers
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._loaded_data_stream = state_dict.get("data_stream")
-        if "loss_normalizer" in state_dict:
+        per_worker = state_dict.get("loss_normalizer_per_worker")
+        if per_worker and len(per_worker) == comm.get_world_size():
+            # Each worker continues its own average (a run resumed on as many workers).
+            _unwrap(self.model).loss_normalizer = per_worker[comm.get_rank()]
+        elif "loss_normalizer" in state_dict:
             _unwrap(self.model).loss_normalizer = state_dict["loss_normalizer"]
 
     def resume_or_load(self, resume=True):

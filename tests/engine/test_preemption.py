@@ -71,7 +71,7 @@ def _weights(output_dir):
     return torch.load(output_dir / "model_final.pth", weights_only=True)["model"]
 
 
-def _assert_same_run(output_dir, reference_dir):
+def _assert_same_run(output_dir, reference_dir, ap_rel=1e-9):
     expected, metrics = _metrics(reference_dir), _metrics(output_dir)
     assert sorted(metrics) == sorted(expected) == list(range(MAX_ITER))
     for key in LOSSES:
@@ -87,7 +87,7 @@ def _assert_same_run(output_dir, reference_dir):
     with open(reference_dir / "final_results.json") as f:
         expected_ap = json.load(f)["bbox"]["AP"]
     with open(output_dir / "final_results.json") as f:
-        assert json.load(f)["bbox"]["AP"] == pytest.approx(expected_ap, rel=1e-9)
+        assert json.load(f)["bbox"]["AP"] == pytest.approx(expected_ap, rel=ap_rel)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,12 @@ def test_sigkill_between_checkpoints_resumes_from_the_last_one_exactly(root, uni
     _assert_same_run(output_dir, uninterrupted)
 
 
-def test_two_processes_stop_at_the_same_iteration(root):
+def test_two_processes_stop_at_the_same_iteration_and_resume_exactly(root):
+    """Both workers stop at one iteration; resumed, the run is the uninterrupted 2-worker run
+    (each worker continues its own loss normaliser, saved by worker 0 for both)."""
+    reference_dir = root / "two_processes_uninterrupted"
+    result = _run(_command(root, reference_dir, "--num-gpus", "2"))
+    assert result.returncode == 0, result.stdout[-4000:]
     output_dir = root / "two_processes"
     command = _command(root, output_dir, "--num-gpus", "2")
     status, output = _signal_at(command, output_dir, signal.SIGTERM, iteration=1)
@@ -156,6 +161,15 @@ def test_two_processes_stop_at_the_same_iteration(root):
         text = (output_dir / log).read_text()
         assert f"Preempted: SIGTERM at iteration {stopped}: saved model_{stopped:07d}.pth" in text
     assert not (output_dir / "inference").exists()
+    saved = torch.load(output_dir / f"model_{stopped:07d}.pth", weights_only=True)["trainer"]
+    assert len(saved["loss_normalizer_per_worker"]) == 2
+    assert saved["loss_normalizer"] == saved["loss_normalizer_per_worker"][0]
+    resumed = _run(command[:2] + ["--resume"] + command[2:])
+    assert resumed.returncode == 0, resumed.stdout[-4000:]
+    # Same losses and weights (bitwise here). The AP is not bitwise the same: with 2 workers,
+    # evaluating the same weights in the process that trained them gave 0.37592 and in a
+    # resumed or --eval-only process 0.37577 (2026-12-03; not explained yet).
+    _assert_same_run(output_dir, reference_dir, ap_rel=1e-3)
 
 
 def test_a_checkpoint_without_stream_state_resumes_with_a_warning(root, tmp_path):

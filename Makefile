@@ -1,7 +1,7 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format
+.PHONY: setup test test-slurm lint format
 
 # Creates $(VENV) and installs torch, detectron2 and this package (scripts/setup_env.sh).
 setup:
@@ -10,6 +10,11 @@ setup:
 # Runs the whole test suite on the CPU.
 test:
 	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+# Runs the SLURM tests on a private one-node cluster on localhost (root: installs slurm-wlm and
+# munge with apt-get when missing; scripts/test_slurm.sh).
+test-slurm:
+	VENV=$(VENV) PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test_slurm.sh
 
 lint:
 	$(VENV)/bin/ruff check retina_plugin tests tools train_net.py scripts

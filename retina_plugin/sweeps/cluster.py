@@ -108,6 +108,7 @@ def submit_settings(
         if dry_run:
             print(f"{name}: would be submitted")
             continue
+        os.makedirs(planned.folder, exist_ok=True)
         write_record(planned.folder, base, planned.overrides, planned.config)
         job = submit_training(train_script, planned.command, cluster_args)
         print(f"{name}: submitted job {job.job_id} (log: {job.log})", flush=True)

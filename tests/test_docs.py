@@ -161,7 +161,7 @@ def test_paths_in_backticks_exist(doc):
 
 def test_readme_holds_the_two_commands_and_stays_short():
     text = read(README)
-    for command in ("make setup", "make test"):
+    for command in ("make setup", "make test", "make test-slurm"):
         assert re.search(rf"^{command}\b", text, re.MULTILINE), f"README lost `{command}`"
     lines = text.count("\n") + (not text.endswith("\n"))
     assert lines <= README_MAX_LINES, f"README has {lines} lines; move detail into docs/"

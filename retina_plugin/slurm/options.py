@@ -112,12 +112,19 @@ def executor_parameters(args, job_name: str) -> dict:
     tasks = tasks_per_node(args)
     if tasks < 1:
         raise ValueError(f"--tasks-per-node {tasks} must be positive.")
+    minutes = parse_time_minutes(args.time)
+    if args.signal_delay >= minutes * 60:
+        raise ValueError(
+            f"--signal-delay {args.signal_delay} s is not shorter than --time {args.time}: the "
+            "time-limit signal would come as the job starts. Give a longer --time or a shorter "
+            "--signal-delay."
+        )
     parameters = {
         "job_name": args.job_name or job_name,
         "nodes": args.nodes,
         "ntasks_per_node": tasks,
         "cpus_per_task": args.cpus_per_task,
-        "time": parse_time_minutes(args.time),
+        "time": minutes,
         "signal_delay_s": args.signal_delay,
         # One log per task (task 0's is the run's log); tracebacks go to the same file.
         "stderr_to_stdout": True,

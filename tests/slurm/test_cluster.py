@@ -127,11 +127,12 @@ def test_a_two_task_job_trains_and_evaluates(reference):
 
 
 def test_the_time_limit_signal_saves_requeues_and_resumes_exactly(root, reference):
-    """A 1-minute limit and a signal 45 s before it (SLURM checks limits every 30 s: the signal
-    comes 15-45 s into each run); the job is requeued until it has trained MAX_ITER iterations."""
+    """A 1-minute limit and a signal 35 s before it (SLURM checks limits every 30 s: the signal
+    comes 25-55 s into each run, after the workers' start-up, which a signal would end); the job
+    is requeued until it has trained MAX_ITER iterations."""
     reference_dir = reference[0]
     output_dir = root / "time_limit"
-    argv = [*TWO_CPU_TASKS, "--time", "1", "--signal-delay", "45", "--max-timeouts", "10"]
+    argv = [*TWO_CPU_TASKS, "--time", "1", "--signal-delay", "35", "--max-timeouts", "10"]
     result = run(SUBMIT, *argv, "--config-file", QUICKSTART, *training_opts(root, output_dir))
     assert result.returncode == 0, result.stderr
     job_id = job_id_of(result.stdout)

@@ -72,6 +72,12 @@ def test_cpu_nodes_and_bad_task_counts():
         "--tasks-per-node 4 with --gpus-per-node 8: each worker task trains on one GPU, so they "
         "must be equal (leave --tasks-per-node out on GPU nodes)."
     )
+    with pytest.raises(ValueError) as error:
+        slurm.executor_parameters(cluster_args("--time", "2", "--signal-delay", "120"), "x")
+    assert str(error.value) == (
+        "--signal-delay 120 s is not shorter than --time 2: the time-limit signal would come as "
+        "the job starts. Give a longer --time or a shorter --signal-delay."
+    )
     with pytest.raises(ValueError, match=r"^--nodes 0 must be positive\.$"):
         slurm.executor_parameters(cluster_args("--nodes", "0"), "x")
 

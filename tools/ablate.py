@@ -113,18 +113,18 @@ def main(argv=None) -> int:
     on_slurm = args.launcher == "slurm"
     if on_slurm and args.num_gpus != 1:
         raise ValueError("--num-gpus with --launcher slurm: give --gpus-per-node and --nodes.")
-    if not args.collect and not args.dry_run:
-        cluster.save_command(args.output, argv)
+    record = None if args.collect or args.dry_run else argv  # for --collect, once checked
     if on_slurm or args.collect:
         by_status = cluster.submit_and_collect(
             grid, base, opts, args.output, TRAIN_NET, args, slurm=on_slurm,
             submit=not args.collect, dry_run=args.dry_run, redo_changed=args.redo_changed,
+            record=record,
         )  # fmt: skip
         return 1 if "failed" in by_status else 0
     failures = sweeps.run_sweep(
         grid, base, opts, args.output, [sys.executable, TRAIN_NET],
         num_gpus=args.num_gpus, keep_going=args.keep_going, redo_changed=args.redo_changed,
-        dry_run=args.dry_run, max_parallel=args.max_parallel,
+        dry_run=args.dry_run, max_parallel=args.max_parallel, record=record,
     )  # fmt: skip
     return 1 if failures else 0
 

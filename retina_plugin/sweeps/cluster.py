@@ -12,13 +12,12 @@ checkpoint; ``--collect`` only writes the tables.
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..slurm import job_state, recorded_jobs, sbatch_script, submit_training
 from ..slurm.options import executor_parameters
 from ..slurm.queue import QUEUED_STATES, RUNNING_STATES
-from .folder import write_record
+from .folder import SWEEP_FILE, load_command, save_command, write_record
 from .grid import Grid
 from .plan import PlannedSetting, handle_changed, plan_settings, print_plan
 from .reports import write_reports
@@ -33,32 +32,8 @@ __all__ = [
     "load_command",
 ]
 
-SWEEP_FILE = "sweep.json"  # OUTPUT/sweep.json: the ablate.py arguments, for --collect
 # SLURM's states of a job that ended without finishing its work but may continue.
 _STOPPED_STATES = {"PREEMPTED", "TIMEOUT", "DEADLINE"}
-
-
-def save_command(output: str, argv: list[str]):
-    """Record the sweep's command line in OUTPUT/sweep.json (what --collect reads back)."""
-    os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, SWEEP_FILE), "w") as f:
-        json.dump({"argv": list(argv), "cwd": os.getcwd()}, f, indent=1)
-
-
-def load_command(output: str) -> list[str]:
-    """The command line recorded by save_command; changes to the folder it ran in (its
-    relative paths are relative to it)."""
-    path = os.path.abspath(os.path.join(output, SWEEP_FILE))
-    try:
-        with open(path) as f:
-            recorded = json.load(f)
-            os.chdir(recorded["cwd"])
-            return recorded["argv"]
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} does not exist: --collect reads the sweep written there by "
-            "'ablate.py ... --output OUTPUT'. Run the sweep command itself instead."
-        ) from None
 
 
 def _log_says_preempted(log: str) -> bool:
@@ -127,6 +102,8 @@ def collect(plan: list[PlannedSetting], grid: Grid, base: str, output: str, slur
     for planned in plan:
         if planned.state == "done":
             status = "done"
+        elif planned.state == "changed":
+            status = "changed"  # trained with another config (its setting.yaml)
         elif slurm:
             status, planned.log = setting_status(planned)
         else:
@@ -149,15 +126,19 @@ def submit_and_collect(
     submit: bool = True,
     dry_run: bool = False,
     redo_changed: bool = False,
+    record: list[str] | None = None,
 ) -> dict:
     """Check and plan every setting, submit (`submit`, on `slurm`) those to run, then write the
     tables and print the settings by status; returns {status: [setting names]} ({} in a
-    dry run). Raises ValueError, before anything is submitted, for a bad or changed setting."""
+    dry run). Raises ValueError, before anything is submitted, for a bad or changed setting.
+    `record` (ablate.py's arguments) is saved in OUTPUT/sweep.json once the checks pass."""
     # train_net.py's arguments only: the job chooses the script and the workers.
     plan = plan_settings(os.path.abspath(base), opts, grid, output, [])
     if submit:
         handle_changed(plan, redo_changed, dry_run)
         print_plan(plan)
+        if record is not None and not dry_run:
+            save_command(output, record)
         submit_settings(plan, base, train_script, cluster_args, dry_run)
         if dry_run:
             return {}

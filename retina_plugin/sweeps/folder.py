@@ -15,6 +15,7 @@ import yaml
 RECORD_FILE = "setting.yaml"  # the setting's config, written before it first trains
 RUNS_FILE = "runs.jsonl"  # one line per training run: start, seconds, exit status
 LOG_FILE = "ablate.log"  # train_net.py's output, every run appended
+SWEEP_FILE = "sweep.json"  # in OUTPUT (the sweep's folder): ablate.py's arguments, for --collect
 TOTAL_TRAINING_TIME = re.compile(r"Total training time: (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
 
 
@@ -98,3 +99,26 @@ def wall_seconds(folder: str) -> float | None:
             return sum(json.loads(line)["seconds"] for line in f if line.strip())
     except FileNotFoundError:
         return None
+
+
+def save_command(output: str, argv: list[str]):
+    """Record the sweep's command line in OUTPUT/sweep.json (what --collect reads back)."""
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, SWEEP_FILE), "w") as f:
+        json.dump({"argv": list(argv), "cwd": os.getcwd()}, f, indent=1)
+
+
+def load_command(output: str) -> list[str]:
+    """The command line recorded by save_command; changes to the folder it ran in (its
+    relative paths are relative to it)."""
+    path = os.path.abspath(os.path.join(output, SWEEP_FILE))
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+            os.chdir(recorded["cwd"])
+            return recorded["argv"]
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} does not exist: --collect reads the sweep written there by "
+            "'ablate.py ... --output OUTPUT'. Run the sweep command itself instead."
+        ) from None

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from .folder import LOG_FILE, append_run, read_results, write_record
+from .folder import LOG_FILE, append_run, read_results, save_command, write_record
 from .grid import Grid
 from .plan import PlannedSetting, handle_changed, plan_settings, print_plan
 from .reports import write_reports
@@ -89,12 +89,14 @@ def run_sweep(
     redo_changed: bool = False,
     dry_run: bool = False,
     max_parallel: int = 1,
+    record: list[str] | None = None,
 ) -> int:
     """
     Check and plan every setting of `grid` on the config file `base` with the KEY VALUE `opts`
     of every setting, print the plan, then (unless `dry_run`) train what is not done into
     OUTPUT/<setting> with `train_command` (see plan_settings) and write the tables.
     Raises ValueError, before anything trains, for a bad key, value or changed setting.
+    `record` (ablate.py's arguments) is saved in OUTPUT/sweep.json once the checks pass.
     Returns the number of settings that failed.
     """
     if max_parallel < 1:
@@ -105,6 +107,8 @@ def run_sweep(
     print_plan(plan)
     if dry_run:
         return 0
+    if record is not None:
+        save_command(output, record)
     start = time.time()
     failures = train_all(plan, grid, base, output, keep_going, max_parallel)
     write_reports(plan, grid, base, output)

@@ -205,3 +205,38 @@ def test_an_ablation_is_submitted_at_once_and_collected(root):
     third = run(ABLATE, *argv)
     assert third.returncode == 0 and "submitted job" not in third.stdout
     assert third.stdout.count("done, skipped") == 3
+
+
+def test_a_failed_setting_is_listed_with_its_log_and_submitted_again(root):
+    """A setting whose job fails (its test set does not exist: found after training) is 'failed'
+    in the table, with the job's log; the next run submits it again, and only it."""
+    grid = root / "grid_with_a_failure.yaml"
+    grid.write_text(
+        f"base: {QUICKSTART}\nsettings:\n  fine:\n    {GAMMA}: 2.0\n"
+        "  broken:\n    DATASETS.TEST: [no_such_set]\n"
+    )
+    output = root / "ablation_with_a_failure"
+    argv = [
+        "--launcher", "slurm", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "10",
+        "--grid", str(grid), "--output", str(output),
+        *tiny_shapes_overrides(root / "shapes", max_iter=4),
+        "MODEL.DEVICE", "cpu", "MODEL.FOCAL_RETINA.COMPILE", "False",
+    ]  # fmt: skip
+    first = run(ABLATE, *argv)
+    assert first.returncode == 0, first.stdout + first.stderr
+    job_ids = dict(re.findall(r"^(\w+): submitted job (\d+) ", first.stdout, re.MULTILINE))
+    assert sorted(job_ids) == ["broken", "fine"], first.stdout
+    assert wait_for(job_ids["fine"]) == "COMPLETED"
+    assert wait_for(job_ids["broken"]) == "FAILED"
+    log = str(output / "broken" / "slurm" / job_ids["broken"] / f"{job_ids['broken']}_0_log.out")
+    collected = run(ABLATE, "--collect", str(output))
+    assert collected.returncode == 1, collected.stdout + collected.stderr
+    assert "done: fine\n" in collected.stdout and "failed: broken\n" in collected.stdout
+    table = (output / "results.md").read_text()
+    assert "| broken | ['no_such_set'] | FAILED | - |" in table
+    assert f"- broken: failed; log: `{log}`" in table
+    assert "no_such_set" in open(log).read()
+    again = run(ABLATE, *argv)
+    resubmitted = re.findall(r"^(\w+): submitted job (\d+) ", again.stdout, re.MULTILINE)
+    assert [name for name, _ in resubmitted] == ["broken"], again.stdout + again.stderr
+    assert wait_for(resubmitted[0][1]) == "FAILED"

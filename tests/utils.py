@@ -8,6 +8,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.structures import Boxes, Instances
 
 from retina_plugin import load_config
+from retina_plugin.data.shapes import generate_shapes_split
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS_DIR = os.path.join(REPO_ROOT, "configs")
@@ -46,6 +47,13 @@ def random_batch(num_boxes=(3, 0), num_classes=80, size=(160, 192), seed=1):
         instances.gt_classes = torch.randint(0, num_classes, (n,), generator=generator)
         batch.append({"image": image, "instances": instances, "image_id": image_id})
     return batch
+
+
+def generate_tiny_shapes(shapes_root):
+    """The 24 + 8 shapes images of 64 px that tiny_shapes_overrides trains and tests on, written
+    once (processes that would each generate it then share it)."""
+    for split, count in (("train", 24), ("val", 8)):
+        generate_shapes_split(str(shapes_root), split, count, image_size=64)
 
 
 def tiny_shapes_overrides(shapes_root, max_iter=4):

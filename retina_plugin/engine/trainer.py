@@ -67,6 +67,7 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         stream = getattr(data_loader, "dataset", None)
         self.data_stream = stream if isinstance(stream, ResumableBatchStream) else None
+        self._worker_normalizers = None  # every worker's, gathered before a save
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = build_train_step(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -163,7 +164,7 @@ class Trainer(DefaultTrainer):
         normalizer = getattr(_unwrap(self.model), "loss_normalizer", None)
         if normalizer is not None:
             ret["loss_normalizer"] = normalizer
-        if getattr(self, "_worker_normalizers", None):
+        if self._worker_normalizers:
             ret["loss_normalizer_per_worker"] = self._worker_normalizers
         return ret
 

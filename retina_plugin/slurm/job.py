@@ -50,7 +50,10 @@ def load_main(script: str):
     namespace = runpy.run_path(script, run_name="retina_plugin_slurm_job")
     main = namespace.get("main")
     if not callable(main):
-        raise ValueError(f"{script} defines no main(args) function to run in each task.")
+        raise ValueError(
+            f"{script} defines no main(args) function to run in each task: give a copy of "
+            "train_net.py (--train-script)."
+        )
     return main
 
 

@@ -104,11 +104,12 @@ def tasks_per_node(args) -> int:
 
 def executor_parameters(args, job_name: str) -> dict:
     """The ``SlurmExecutor.update_parameters`` keywords of the cluster options in `args`."""
-    for name in ("nodes", "cpus_per_task", "signal_delay", "max_timeouts"):
-        if getattr(args, name) < (0 if name == "max_timeouts" else 1):
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} must be positive.")
-    if args.gpus_per_node < 0:
-        raise ValueError(f"--gpus-per-node {args.gpus_per_node} must be 0 or more.")
+    for name, least in (("nodes", 1), ("cpus_per_task", 1), ("signal_delay", 1),
+                        ("gpus_per_node", 0), ("max_timeouts", 0)):  # fmt: skip
+        if getattr(args, name) < least:
+            raise ValueError(
+                f"--{name.replace('_', '-')} {getattr(args, name)}: give {least} or more."
+            )
     tasks = tasks_per_node(args)
     if tasks < 1:
         raise ValueError(f"--tasks-per-node {tasks} must be positive.")

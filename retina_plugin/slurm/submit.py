@@ -14,7 +14,7 @@ from detectron2.engine import default_argument_parser
 
 from ..config import load_config
 from ..sweeps.overrides import check_key, merge_override
-from .job import TrainingJob
+from .job import TrainingJob, load_main
 from .options import executor_parameters
 from .queue import active_job, record_job
 
@@ -92,6 +92,9 @@ def submit_training(
     """
     submitit = _submitit()
     args, cfg = check_train_arguments(argv)
+    if not os.path.isfile(script):
+        raise FileNotFoundError(f"The train script {script} does not exist (--train-script).")
+    load_main(script)  # what every task will run: it must define main(args)
     output_dir = os.path.abspath(cfg.OUTPUT_DIR)
     job_dir = os.path.abspath(cluster_args.job_dir or os.path.join(output_dir, "slurm"))
     name = os.path.basename(os.path.normpath(output_dir))

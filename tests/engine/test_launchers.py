@@ -11,9 +11,8 @@ import sys
 import pytest
 import torch
 
-from retina_plugin.data.shapes import generate_shapes_split
 from retina_plugin.engine import torchrun_environment
-from tests.utils import QUICKSTART, REPO_ROOT, tiny_overrides
+from tests.utils import QUICKSTART, REPO_ROOT, generate_tiny_shapes, tiny_overrides
 
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -94,8 +93,7 @@ RUNS = ("launch 1x2", "launch 2x1", "torchrun 1x2", "torchrun 2x1")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("launchers")
     # Generated once here: two "machines" would each generate it (one process per machine does).
-    for split, count in (("train", 24), ("val", 8)):
-        generate_shapes_split(str(root / "shapes"), split, count, image_size=64)
+    generate_tiny_shapes(root / "shapes")
     outputs = {}
     for kind in RUNS:
         output_dir = root / kind.replace(" ", "_")

@@ -13,9 +13,8 @@ import time
 import pytest
 import torch
 
-from retina_plugin.data.shapes import generate_shapes_split
 from retina_plugin.engine.preemption import PREEMPTED_EXIT_CODE, check_signal_names
-from tests.utils import QUICKSTART, REPO_ROOT, parse, run_main, tiny_overrides
+from tests.utils import QUICKSTART, REPO_ROOT, generate_tiny_shapes, parse, run_main, tiny_overrides
 
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
 MAX_ITER = 16
@@ -95,8 +94,7 @@ def _assert_same_run(output_dir, reference_dir, ap_rel=1e-9):
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("preemption")
-    for split, count in (("train", 24), ("val", 8)):
-        generate_shapes_split(str(root / "shapes"), split, count, image_size=64)
+    generate_tiny_shapes(root / "shapes")
     return root
 
 

@@ -20,10 +20,15 @@ import time
 import pytest
 import torch
 
-from retina_plugin.data.shapes import generate_shapes_split
 from retina_plugin.slurm import job_state, recorded_jobs
 from retina_plugin.slurm.queue import ACTIVE_STATES
-from tests.utils import QUICKSTART, REPO_ROOT, tiny_overrides, tiny_shapes_overrides
+from tests.utils import (
+    QUICKSTART,
+    REPO_ROOT,
+    generate_tiny_shapes,
+    tiny_overrides,
+    tiny_shapes_overrides,
+)
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("RETINA_PLUGIN_SLURM_TESTS") != "1" or not os.environ.get("SLURM_CONF"),
@@ -77,8 +82,7 @@ def training_opts(root, output_dir, max_iter=MAX_ITER):
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
-    for split, count in (("train", 24), ("val", 8)):
-        generate_shapes_split(str(root / "shapes"), split, count, image_size=64)
+    generate_tiny_shapes(root / "shapes")
     return root
 
 

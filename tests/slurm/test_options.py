@@ -78,8 +78,10 @@ def test_cpu_nodes_and_bad_task_counts():
         "--signal-delay 120 s is not shorter than --time 2: the time-limit signal would come as "
         "the job starts. Give a longer --time or a shorter --signal-delay."
     )
-    with pytest.raises(ValueError, match=r"^--nodes 0 must be positive\.$"):
+    with pytest.raises(ValueError, match=r"^--nodes 0: give 1 or more\.$"):
         slurm.executor_parameters(cluster_args("--nodes", "0"), "x")
+    with pytest.raises(ValueError, match=r"^--gpus-per-node -1: give 0 or more\.$"):
+        slurm.executor_parameters(cluster_args("--gpus-per-node", "-1"), "x")
 
 
 def submit(*argv, cwd=REPO_ROOT):
@@ -150,5 +152,14 @@ def test_bad_submissions_are_refused_before_anything_is_submitted(tmp_path):
         f"submit.py: the command line: SOLVER.MAX_ITERS is not a config key (neither in "
         f"{QUICKSTART} nor in the defaults of Detectron2 and retina-plugin). Did you mean "
         "SOLVER.MAX_ITER?"
+    )
+    no_main = tmp_path / "no_main.py"
+    no_main.write_text("print('a script without main')\n")
+    assert submit_error("--train-script", str(no_main), *common) == (
+        f"submit.py: {no_main} defines no main(args) function to run in each task: give a copy "
+        "of train_net.py (--train-script)."
+    )
+    assert submit_error("--train-script", str(tmp_path / "missing.py"), *common) == (
+        f"submit.py: The train script {tmp_path / 'missing.py'} does not exist (--train-script)."
     )
     assert not (tmp_path / "out").exists()

@@ -378,6 +378,8 @@ def test_a_bad_key_is_named_and_nothing_runs(tmp_path):
         (["--sweep", f"{GAMMA}=1", "SOLVER.MAX_ITER", "4", "--keep-going", "x"],
          "--keep-going comes after the KEY VALUE options: give ablate.py's own options first."),
         ([], "Give one of --grid FILE, --configs FOLDER or one or more --sweep KEY=v1,v2,..."),
+        (["--sweep", f"{GAMMA}=1", "--launcher", "slurm", "--num-gpus", "2"],
+         "--num-gpus with --launcher slurm: give --gpus-per-node and --nodes."),
     ],
 )  # fmt: skip
 def test_bad_command_lines(tmp_path, argv, message):

@@ -33,6 +33,17 @@ setup(
     extras_require={
         # SLURM submission (tools/submit.py, tools/ablate.py --launcher slurm).
         "slurm": ["submitit>=1.5"],
-        "dev": ["pytest>=7", "pytest-random-order>=1.1", "ruff>=0.4", "submitit>=1.5"],
+        # Export and deployment (tools/export_model.py, tools/demo.py --model, the benchmark's
+        # onnxruntime row): the dynamo ONNX exporter needs onnx and onnxscript.
+        "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        "dev": [
+            "pytest>=7",
+            "pytest-random-order>=1.1",
+            "ruff>=0.4",
+            "submitit>=1.5",
+            "onnx>=1.17",
+            "onnxscript>=0.5",
+            "onnxruntime>=1.20",
+        ],
     },
 )

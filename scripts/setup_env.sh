@@ -89,7 +89,7 @@ fingerprint=$(cat setup.py constraints.txt | "$VENV/bin/python" -c "import hashl
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && venv_can "import retina_plugin"; then
   echo "[setup] retina-plugin already installed (editable)"
 else
-  echo "[setup] installing retina-plugin (editable) with its dev extras"
+  echo "[setup] installing retina-plugin (editable) with its dev extras (tests, SLURM, export)"
   pip_install -e ".[dev]"
   echo "$fingerprint" >"$stamp"
 fi

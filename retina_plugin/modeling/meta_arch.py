@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..checks import check_at_least, check_in_range, check_iou_bands
 from ..losses import build_classification_loss
 from .autocast import AMP_DTYPES, autocast, keep_float32_where_bfloat16_conv_fails
+from .detections import decode_detections
 from .head import build_retina_head
 
 __all__ = ["FocalRetinaNet", "AnchorAssignment", "build_anchor_matcher", "in_feature_shapes"]
@@ -236,6 +237,33 @@ class FocalRetinaNet(RetinaNet):
                 deltas = [x[i] for x in pred_anchor_deltas]
                 results.append(self.inference_single_image(anchors, scores, deltas, image_size))
             return results
+
+    def inference_single_image(
+        self,
+        anchors: list[Boxes],
+        box_cls: list[Tensor],
+        box_delta: list[Tensor],
+        image_size: tuple[int, int],
+    ) -> Instances:
+        """One image's detections from per-level (Hi * Wi * A, K) scores and (Hi * Wi * A, 4)
+        deltas, as Detectron2's RetinaNet computes them, through the exportable
+        :func:`retina_plugin.modeling.detections.decode_detections`."""
+        boxes, scores, classes = decode_detections(
+            [x.tensor for x in anchors],
+            box_cls,
+            box_delta,
+            self.box2box_transform,
+            num_classes=self.num_classes,
+            score_thresh=self.test_score_thresh,
+            topk_candidates=self.test_topk_candidates,
+            nms_thresh=self.test_nms_thresh,
+            max_detections=self.max_detections_per_image,
+        )
+        result = Instances(image_size)
+        result.pred_boxes = Boxes(boxes)
+        result.scores = scores
+        result.pred_classes = classes
+        return result
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """

@@ -1,0 +1,30 @@
+"""Deployment: a trained FocalRetinaNet as ONNX, torch.export or TorchScript, its whole inference
+(post-processing included) in the graph, each file checked against PyTorch; and a detector that
+runs such a file without building the PyTorch model."""
+
+from .deployable import DeployableRetinaNet, Preprocessing, resize_image
+from .exporter import build_deployable, compare_on_dataset, example_inputs, export_model
+from .formats import EXPORT_FORMATS, FILE_NAMES, ExportError, export_to, load_exported_function
+from .runtime import SIDECAR_NAME, ExportedDetector
+from .verify import BOX_TOLERANCE, SCORE_TOLERANCE, Comparison, compare_detections
+
+__all__ = [
+    "DeployableRetinaNet",
+    "Preprocessing",
+    "resize_image",
+    "build_deployable",
+    "compare_on_dataset",
+    "example_inputs",
+    "export_model",
+    "EXPORT_FORMATS",
+    "FILE_NAMES",
+    "ExportError",
+    "export_to",
+    "load_exported_function",
+    "SIDECAR_NAME",
+    "ExportedDetector",
+    "BOX_TOLERANCE",
+    "SCORE_TOLERANCE",
+    "Comparison",
+    "compare_detections",
+]

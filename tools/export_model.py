@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""
+Export a trained model with its whole inference (normalisation to per-class NMS and the boxes in
+the picture's pixels) as ONNX, torch.export or TorchScript, and check each file's detections
+against PyTorch's on the test images.
+
+    python tools/export_model.py --config-file configs/quickstart.yaml --format onnx \\
+        --output output/export --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+
+Writes OUTPUT/model.onnx (.pt2, .ts) and OUTPUT/model.json (pre-processing and class names);
+run the file with tools/demo.py --model OUTPUT/model.onnx. Exit status 1 when a file's
+detections differ from PyTorch's. See retina_plugin/export/.
+"""
+
+import argparse
+import logging
+import sys
+
+from detectron2.utils.logger import setup_logger
+
+from retina_plugin.analysis.config import load_analysis_config
+from retina_plugin.export import EXPORT_FORMATS, export_model
+
+logger = logging.getLogger("retina_plugin.export")
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    parser.add_argument(
+        "--format", dest="formats", nargs="+", choices=EXPORT_FORMATS, default=["onnx"],
+        help="one or more formats (default: onnx)",
+    )  # fmt: skip
+    parser.add_argument("--output", required=True, help="folder for the model files")
+    parser.add_argument(
+        "--verify-images", type=int, default=20, metavar="N",
+        help="compare with PyTorch on the first N test images (default 20)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--eval", action="store_true",
+        help="compare on every test image and report both COCO APs",
+    )  # fmt: skip
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    cfg = load_analysis_config(args.config_file, args.opts)
+    report = export_model(
+        cfg, args.formats, args.output, args.config_file, args.verify_images, args.eval
+    )
+    status = 0
+    for export_format, result in report.items():
+        comparison = result["comparison"]
+        logger.info(f"{export_format}: {result['file']}: {comparison.summary()}")
+        if result["ap"]:
+            logger.info(f"{export_format}: COCO AP PyTorch {result['ap']['pytorch']:.3f}, "
+                        f"exported {result['ap']['exported']:.3f}")  # fmt: skip
+        for mismatch in comparison.mismatches[:5]:
+            logger.error(mismatch)
+        status |= not comparison.equal
+    return status
+
+
+if __name__ == "__main__":
+    setup_logger(name="retina_plugin")
+    sys.exit(main())

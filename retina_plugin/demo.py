@@ -4,6 +4,7 @@ on the images and written in COCO result format."""
 import json
 import logging
 import os
+from typing import Optional
 
 import cv2
 from detectron2.data import MetadataCatalog
@@ -63,30 +64,57 @@ def detections_to_coco(instances, image_file: str, contiguous_to_dataset_id: dic
     return records
 
 
-def run_demo(
-    config_file: str,
-    inputs,
-    output: str,
-    score_thresh: float = DEFAULT_SCORE_THRESH,
-    opts=(),
-) -> int:
-    """
-    Run the model of `config_file` (with the KEY VALUE overrides `opts`; ``MODEL.WEIGHTS`` read as
-    weights only) on the images of `inputs` (files and folders, see `list_images`). Write each
-    image with its boxes scoring >= `score_thresh` as ``<name>.png`` and all detections as
-    ``detections.json`` into `output`. An image that cannot be read is logged by name and skipped.
-
-    Returns:
-        int: the exit status: 0, or 1 when some image could not be read.
-    """
+def _pytorch_detector(config_file: str, opts):
     cfg = load_analysis_config(config_file, opts)
     cfg.freeze()
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     dataset_ids = metadata.get("thing_dataset_id_to_contiguous_id", {})
-    contiguous_to_dataset_id = {v: k for k, v in dataset_ids.items()}
-    predictor = SafePredictor(cfg)  # MODEL.WEIGHTS is read as weights only
+    predictor = SafePredictor(cfg)  # MODEL.WEIGHTS is read as weights only; takes BGR
+
+    def detect(image_bgr):
+        return predictor(image_bgr)["instances"].to("cpu")
+
+    return detect, metadata, {v: k for k, v in dataset_ids.items()}, pixel_mean_rgb(cfg)
+
+
+def _exported_detector(model_file: str):
+    from .export import ExportedDetector  # onnxruntime only when asked for
+
+    detector = ExportedDetector(model_file)
+    preprocessing = detector.preprocessing
+    return detector, detector.metadata, detector.category_ids, preprocessing.alpha_background
+
+
+def run_demo(
+    config_file: Optional[str],
+    inputs,
+    output: str,
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    opts=(),
+    model: Optional[str] = None,
+) -> int:
+    """
+    Run the model of `config_file` (with the KEY VALUE overrides `opts`; ``MODEL.WEIGHTS`` read as
+    weights only), or the exported model file `model` (.onnx through ONNX Runtime, .pt2, .ts;
+    see retina_plugin/export), on the images of `inputs` (files and folders, see `list_images`).
+    Write each image with its boxes scoring >= `score_thresh` as ``<name>.png`` and all
+    detections as ``detections.json`` into `output`. An image that cannot be read is logged by
+    name and skipped.
+
+    Returns:
+        int: the exit status: 0, or 1 when some image could not be read.
+    """
+    if (config_file is None) == (model is None):
+        raise ValueError(
+            "Give either --config-file (a PyTorch model) or --model (an exported one)."
+        )
+    if model is not None:
+        detect, metadata, contiguous_to_dataset_id, alpha_background = _exported_detector(model)
+    else:
+        detect, metadata, contiguous_to_dataset_id, alpha_background = _pytorch_detector(
+            config_file, opts
+        )
     os.makedirs(output, exist_ok=True)
-    alpha_background = pixel_mean_rgb(cfg)
     detections, failures = [], []
     for path in list_images(inputs):
         try:
@@ -96,7 +124,7 @@ def run_demo(
             logger.error(f"{error} Skipped.")  # the error names the file and what is wrong
             failures.append(path)
             continue
-        instances = predictor(image)["instances"].to("cpu")  # DefaultPredictor takes BGR
+        instances = detect(image)
         detections.extend(detections_to_coco(instances, path, contiguous_to_dataset_id))
         drawn = draw_detections(image[:, :, ::-1], instances, metadata, score_thresh)
         out_name = os.path.splitext(os.path.basename(path))[0] + ".png"

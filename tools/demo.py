@@ -5,6 +5,7 @@ JSON of the detections.
 
     python tools/demo.py --config-file configs/quickstart.yaml --input photo.jpg more_images/ \\
         --output output/demo --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+    python tools/demo.py --model output/export/model.onnx --input photo.jpg --output output/demo
 
 Images that cannot be read are reported by name and skipped; the exit status is then 1.
 See retina_plugin/demo.py.
@@ -20,7 +21,13 @@ from retina_plugin.demo import DEFAULT_SCORE_THRESH, run_demo
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--config-file", metavar="FILE", help="model config (a PyTorch model)")
+    model.add_argument(
+        "--model", metavar="FILE",
+        help="an exported model (.onnx, .pt2, .ts) from tools/export_model.py, run without PyTorch's "
+        "model (ONNX Runtime for .onnx)",
+    )  # fmt: skip
     parser.add_argument(
         "--input",
         dest="inputs",

@@ -19,7 +19,7 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from retina_plugin.analysis.config import load_analysis_config
-from retina_plugin.export import EXPORT_FORMATS, export_model
+from retina_plugin.export import EXPORT_FORMATS, ExportError, export_model
 
 logger = logging.getLogger("retina_plugin.export")
 
@@ -46,10 +46,13 @@ def get_parser():
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    cfg = load_analysis_config(args.config_file, args.opts)
-    report = export_model(
-        cfg, args.formats, args.output, args.config_file, args.verify_images, args.eval
-    )
+    try:
+        cfg = load_analysis_config(args.config_file, args.opts)
+        report = export_model(
+            cfg, args.formats, args.output, args.config_file, args.verify_images, args.eval
+        )
+    except (ValueError, OSError, ExportError) as error:
+        sys.exit(f"export_model.py: {error}")
     status = 0
     for export_format, result in report.items():
         comparison = result["comparison"]

@@ -42,7 +42,11 @@ def _check_fits(weights: str, config_file: str, incompatible):
         return
     shapes = [f"{k}: {tuple(a)} in the file, {tuple(b)} in the model" for k, a, b in
               incompatible.incorrect_shapes]  # fmt: skip
-    missing = list(incompatible.missing_keys)
+    missing = [
+        k
+        for k in incompatible.missing_keys
+        if k not in {s[0] for s in incompatible.incorrect_shapes}
+    ]
     if shapes or missing:
         details = "; ".join(shapes[:3] + [f"missing: {', '.join(missing[:3])}"] * bool(missing))
         raise ValueError(

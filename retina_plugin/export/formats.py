@@ -5,11 +5,7 @@ back as a function ``(image (3, h, w) float32, output_size (2,) int64) -> (boxes
 * ``onnx`` (model.onnx): torch 2.14's default exporter (``torch.onnx.export(dynamo=True)``,
   which captures the model with ``torch.export``), opset 18, dynamic height and width, checked by
   ``onnx.checker``; run by ONNX Runtime. One addition to the exporter's table of translations:
-  ``aten::sort.stable`` (the stable sorts that order equal scores by index, see
-  :mod:`retina_plugin.modeling.detections`) has none in onnxscript 0.7, although onnxscript's own
-  translation of ``aten::sort`` is one: ONNX ``TopK`` puts equal values in index order by its
-  specification, i.e. it is a stable sort. So ``aten::sort.stable`` is given that translation.
-  And ``retina_plugin::nms`` (torchvision's NMS with a correct data-dependent output size, see
+  ``retina_plugin::nms`` (torchvision's NMS with a correct data-dependent output size, see
   :func:`retina_plugin.modeling.detections.exportable_nms`) is given onnxscript's translation of
   ``torchvision::nms``, one ONNX ``NonMaxSuppression``.
 * ``torch-export`` (model.pt2): the ``torch.export`` ExportedProgram, saved with
@@ -27,6 +23,8 @@ onnxruntime.
 """
 
 import os
+import sys
+import traceback
 
 import numpy as np
 import torch
@@ -68,7 +66,6 @@ def _size_oblivious():
 
 def _export_onnx(module: nn.Module, inputs: tuple, path: str):
     import onnx
-    from onnxscript.function_libs.torch_lib.ops.core import aten_sort
     from onnxscript.function_libs.torch_lib.ops.vision import torchvision_nms
 
     with _size_oblivious():
@@ -81,7 +78,6 @@ def _export_onnx(module: nn.Module, inputs: tuple, path: str):
             input_names=INPUT_NAMES,
             output_names=OUTPUT_NAMES,
             custom_translation_table={  # see the module docstring
-                torch.ops.aten.sort.stable: aten_sort,
                 torch.ops.retina_plugin.nms.default: torchvision_nms,
             },
             verbose=False,
@@ -127,12 +123,51 @@ def export_to(export_format: str, module: nn.Module, inputs: tuple, output_dir: 
         with torch.no_grad():
             _WRITERS[export_format](module, inputs, path)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        cause = _root_cause(error)
+        lines = str(cause).strip().splitlines()
         raise ExportError(
-            f"Exporting the model as {export_format} failed: {type(error).__name__}: "
-            f"{first_line}\nTry: {_ADVICE[export_format]}"
+            f"Exporting the model as {export_format} failed: {type(cause).__name__}: "
+            f"{lines[0] if lines else ''}\nThe model's code where it failed: "
+            f"{_model_frame(error)}.\nTry: {_ADVICE[export_format]}"
         ) from error
     return path
+
+
+def _chain(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    return list(_chain(error))[-1]
+
+
+# Frames of these packages are the exporters' and Python's own, not the model's.
+_EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript", "onnx_ir", "os")
+
+
+def _exporter_dirs() -> tuple:
+    dirs = [os.path.abspath(__file__)]
+    for name in _EXPORTER_PACKAGES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(os.path.dirname(os.path.abspath(module.__file__)) + os.sep)
+    return tuple(dirs)
+
+
+def _model_frame(error: BaseException) -> str:
+    """The innermost frame of the error's tracebacks that is neither the exporters' nor Python's:
+    the model's (or Detectron2's) line that could not be exported."""
+    found = "not found (see the exporter's error above)"
+    exporter_dirs = _exporter_dirs()
+    for link in _chain(error):
+        for frame in traceback.extract_tb(link.__traceback__):
+            if not os.path.abspath(frame.filename).startswith(exporter_dirs):
+                found = f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}"
+    return found
 
 
 def load_exported_function(path: str):

@@ -36,6 +36,19 @@ def _where(mask: Tensor) -> Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
+def _ranking_keys(scores: Tensor) -> Tensor:
+    """
+    Distinct float64 keys in the order of decreasing `scores`, equal scores in increasing index
+    order: ``s * (1 - i * 2^-50)`` for score s > 0 at index i < 2^26. Sorting them gives one order
+    in every runtime (a sort or top-k of equal values may order them either way, and PyTorch and
+    ONNX Runtime do differ; equal scores are common in a model with random weights). A float32
+    s has a relative spacing of at least 2^-24 to its neighbours, more than i * 2^-50; the keys
+    of equal s are 2^-50 * s, i.e. 4 float64 ulps, apart.
+    """
+    index = torch.arange(scores.shape[0], dtype=torch.float64, device=scores.device)
+    return scores.to(torch.float64) * (1 - index * 2.0**-50)
+
+
 @torch.library.custom_op("retina_plugin::nms", mutates_args=())
 def exportable_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """torchvision's NMS as an operator that torch.export can capture on any number of boxes.
@@ -67,11 +80,10 @@ def top_candidates(scores: Tensor, score_thresh: float, topk: int) -> tuple[Tens
     flat = scores.flatten()
     keep = _where(flat > score_thresh)
     # Pad with topk scores of -1 so that topk candidates exist whatever the number above the
-    # threshold; a stable sort (not topk, whose order of equal scores differs between PyTorch and
-    # ONNX Runtime) decides which of equal scores come first.
+    # threshold (no size that depends on the data); equal scores are taken in index order.
     padded = torch.cat([_take(flat, keep), flat.new_full((topk,), -1.0)])
     padded_index = torch.cat([keep, keep.new_zeros(topk)])
-    order = padded.argsort(descending=True, stable=True)[:topk]
+    order = _ranking_keys(padded).topk(topk).indices
     top_scores = _take(padded, order)
     real = _take(order, _where(top_scores > score_thresh))  # the pads are -1 < score_thresh
     return _take(padded, real), _take(padded_index, real)
@@ -88,7 +100,7 @@ def batched_nms(
     """
     # NMS by rank, not score: with equal scores (a model with random weights has many) which box
     # suppresses which would otherwise depend on each NMS implementation's own sort.
-    order = scores.argsort(descending=True, stable=True)
+    order = _ranking_keys(scores).argsort(descending=True)
     rank = torch.arange(order.shape[0], 0, -1, dtype=torch.float32, device=scores.device)
     boxes, classes = _take(boxes, order), _take(classes, order)
     keep = []

@@ -4,6 +4,7 @@ Side-by-side speed (and memory) of retina-plugin against Detectron2 / fvcore, in
 
     python tools/benchmark.py                     # everything, on the CPU
     python tools/benchmark.py --section loss      # focal loss only (seconds)
+    python tools/benchmark.py --section deploy    # ONNX Runtime against PyTorch inference
     python tools/benchmark.py --device cuda       # on a GPU
 
 It first prints the machine's float32 matmul speed (GFLOP/s), by which readers can place their
@@ -18,13 +19,14 @@ lives in retina_plugin.benchmark; this is its command line.
 import argparse
 
 from retina_plugin.benchmark import LossProblem, bench_loss, bench_model, print_machine
+from retina_plugin.benchmark.deploy_speed import bench_deploy
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--section", choices=("all", "loss", "model"), default="all")
+    parser.add_argument("--section", choices=("all", "loss", "model", "deploy"), default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--matmul-size", type=int, default=2048, help="of the machine-speed matmul")
     parser.add_argument("--anchors", type=int, default=240000, help="loss: M")
@@ -37,6 +39,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=512, help="model: square images")
     parser.add_argument("--batch", type=int, default=2, help="model: images per step")
     parser.add_argument("--model-repeats", type=int, default=5)
+    parser.add_argument("--deploy-images", type=int, default=4, help="deploy: images (each timed)")
     return parser
 
 
@@ -48,6 +51,8 @@ def main(argv=None):
         bench_loss(problem, args.loss_repeats, probes=args.probes)
     if args.section in ("all", "model"):
         bench_model(args.device, args.batch, args.image_size, args.model_repeats)
+    if args.section in ("all", "deploy"):
+        bench_deploy(args.image_size, args.deploy_images, args.model_repeats)
 
 
 if __name__ == "__main__":

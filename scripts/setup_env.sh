@@ -32,7 +32,7 @@ on_error() {
   case "$step" in
     venv) echo "Check that '$PYTHON -m venv' works (Debian: apt-get install python3-venv), or set PYTHON." >&2 ;;
     torch) echo "Set TORCH_SPEC to a torch>=2.1 build for your machine, e.g. TORCH_SPEC='torch torchvision'." >&2 ;;
-    detectron2) echo "Install detectron2 into $VENV yourself or set DETECTRON2_SPEC (README.md, section 'Installing next to an existing detectron2'; docs/INSTALL.md)." >&2 ;;
+    detectron2) echo "Install detectron2 into $VENV yourself or set DETECTRON2_SPEC (README.md, section 'Installing'; docs/INSTALL.md)." >&2 ;;
     *) echo "Delete $VENV and run 'make setup' again; if it fails again, the message above names the package." >&2 ;;
   esac
 }

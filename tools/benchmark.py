@@ -26,7 +26,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--section", choices=("all", "loss", "model", "deploy"), default="all")
+    parser.add_argument(
+        "--section", nargs="+", choices=("all", "loss", "model", "deploy"), default=["all"],
+        help="one or more sections (default: all)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--matmul-size", type=int, default=2048, help="of the machine-speed matmul")
     parser.add_argument("--anchors", type=int, default=240000, help="loss: M")
@@ -46,12 +49,13 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = get_parser().parse_args(argv)
     print_machine(args.device, args.matmul_size)
-    if args.section in ("all", "loss"):
+    sections = {"loss", "model", "deploy"} if "all" in args.section else set(args.section)
+    if "loss" in sections:
         problem = LossProblem(args.anchors, args.classes, args.device)
         bench_loss(problem, args.loss_repeats, probes=args.probes)
-    if args.section in ("all", "model"):
+    if "model" in sections:
         bench_model(args.device, args.batch, args.image_size, args.model_repeats)
-    if args.section in ("all", "deploy"):
+    if "deploy" in sections:
         bench_deploy(args.image_size, args.deploy_images, args.model_repeats)
 
 

@@ -146,7 +146,7 @@ def test_demo_with_exported_model(exported, tmp_path):
 @pytest.mark.parametrize(
     "loss, formats",
     [
-        ("SigmoidFocalLoss", ["torch-export", "torchscript"]),  # ONNX: the trained model above
+        # SigmoidFocalLoss: the trained quick start above, in every format.
         ("SigmoidCrossEntropyLoss", ["torchscript"]),
         ("OHEMCrossEntropyLoss", ["torchscript"]),
         ("SoftmaxFocalLoss", ["onnx", "torchscript"]),  # K + 1 logits, softmax
@@ -168,7 +168,7 @@ def test_no_detections(tmp_path):
     """Random weights score about 0.01 (the prior), below 0.05: empty outputs of the right types."""
     module = _random_model(QUICKSTART)
     image = _images()[0]
-    for export_format in ("onnx", "torchscript", "torch-export"):
+    for export_format in ("onnx", "torchscript"):  # torch-export: P7 of 1 pixel above
         path = export_to(export_format, module, example_inputs(module), str(tmp_path))
         boxes, scores, classes = load_exported_function(path)(image.numpy(), np.array([64, 64]))
         assert (boxes.shape, scores.shape, classes.shape) == ((0, 4), (0,), (0,))

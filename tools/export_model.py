@@ -9,7 +9,8 @@ against PyTorch's on the test images.
 
 Writes OUTPUT/model.onnx (.pt2, .ts) and OUTPUT/model.json (pre-processing and class names);
 run the file with tools/demo.py --model OUTPUT/model.onnx. Exit status 1 when a file's
-detections differ from PyTorch's. See retina_plugin/export/.
+detections differ from PyTorch's (onnx-int8, quantised, is approximate: compare the APs
+with --eval). See retina_plugin/export/.
 """
 
 import argparse
@@ -19,7 +20,7 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from retina_plugin.analysis.config import load_analysis_config
-from retina_plugin.export import EXPORT_FORMATS, ExportError, export_model
+from retina_plugin.export import EXACT_FORMATS, EXPORT_FORMATS, ExportError, export_model
 
 logger = logging.getLogger("retina_plugin.export")
 
@@ -40,6 +41,10 @@ def get_parser():
         "--eval", action="store_true",
         help="compare on every test image and report both COCO APs",
     )  # fmt: skip
+    parser.add_argument(
+        "--calibration-images", type=int, default=64, metavar="N",
+        help="onnx-int8: calibrate on the first N training images (default 64)",
+    )  # fmt: skip
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     return parser
 
@@ -49,17 +54,25 @@ def main(argv=None) -> int:
     try:
         cfg = load_analysis_config(args.config_file, args.opts)
         report = export_model(
-            cfg, args.formats, args.output, args.config_file, args.verify_images, args.eval
-        )
+            cfg, args.formats, args.output, args.config_file, args.verify_images, args.eval,
+            args.calibration_images,
+        )  # fmt: skip
     except (ValueError, OSError, ExportError) as error:
         sys.exit(f"export_model.py: {error}")
     status = 0
     for export_format, result in report.items():
         comparison = result["comparison"]
-        logger.info(f"{export_format}: {result['file']}: {comparison.summary()}")
+        if export_format in EXACT_FORMATS:
+            logger.info(f"{export_format}: {result['file']}: {comparison.summary()}")
+        else:
+            logger.info(f"{export_format}: {result['file']}: quantised, approximate: detections "
+                        f"differ from PyTorch's on {len(comparison.mismatches)} of "
+                        f"{comparison.images} images; compare the COCO APs (--eval)")  # fmt: skip
         if result["ap"]:
             logger.info(f"{export_format}: COCO AP PyTorch {result['ap']['pytorch']:.3f}, "
                         f"exported {result['ap']['exported']:.3f}")  # fmt: skip
+        if export_format not in EXACT_FORMATS:  # int8: approximate by design
+            continue
         for mismatch in comparison.mismatches[:5]:
             logger.error(mismatch)
         status |= not comparison.equal

@@ -2,6 +2,7 @@
 (Detectron2's RetinaNet and FocalRetinaNet, float32) on the same images, interleaved, after
 checking that all three give the same detections."""
 
+import os
 import statistics
 import tempfile
 
@@ -9,7 +10,14 @@ import numpy as np
 import onnxruntime
 import torch
 
-from ..export import Comparison, DeployableRetinaNet, compare_detections, example_inputs, export_to
+from ..export import (
+    Comparison,
+    DeployableRetinaNet,
+    compare_detections,
+    example_inputs,
+    export_to,
+    quantize_onnx,
+)
 from .reference import detectron2_retinanet_pair
 from .timing import time_interleaved
 
@@ -18,10 +26,10 @@ __all__ = ["bench_deploy"]
 DETECTRON2 = "detectron2 RetinaNet, PyTorch float32"
 OURS = "FocalRetinaNet, PyTorch float32"
 ONNXRUNTIME = "exported ONNX, ONNX Runtime float32"
+ONNXRUNTIME_INT8 = "exported ONNX, convolutions int8 (onnx-int8), ONNX Runtime"
 
 
-def _session(module: DeployableRetinaNet, folder: str) -> onnxruntime.InferenceSession:
-    path = export_to("onnx", module, example_inputs(module), folder)
+def _session(path: str) -> onnxruntime.InferenceSession:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # as many threads as PyTorch uses
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -57,11 +65,19 @@ def bench_deploy(image_size: int, num_images: int, repeats: int):
         # Every score kept (SCORE_THRESH_TEST 0): 100 detections per image to compare.
         thresh = reference.test_score_thresh
         reference.test_score_thresh = ours.test_score_thresh = 0.0
-        comparison = _check(reference, ours, _session(DeployableRetinaNet(ours), folder), images)
+        module = DeployableRetinaNet(ours)
+        path = export_to("onnx", module, example_inputs(module), folder)
+        comparison = _check(reference, ours, _session(path), images)
         reference.test_score_thresh = ours.test_score_thresh = thresh
         print(f"Detections with SCORE_THRESH_TEST 0, against Detectron2's: {comparison.summary()}")
         assert comparison.equal, comparison.mismatches[:3]
-        session = _session(DeployableRetinaNet(ours), folder)  # SCORE_THRESH_TEST as configured
+        path = export_to("onnx", module, example_inputs(module), folder)  # SCORE_THRESH_TEST 0.05
+        session = _session(path)
+        # int8: calibrated on these images; its detections are not compared here (random
+        # weights); its AP change is measured on a trained model (tools/export_model.py --eval).
+        int8 = os.path.join(folder, "model.int8.onnx")
+        calibration = [(x.numpy(), x.shape[1:]) for x in images]
+        int8_session = _session(quantize_onnx(path, int8, calibration))
     sizes = [np.array(x.shape[1:], dtype=np.int64) for x in images]
     state = {"i": 0}
 
@@ -74,15 +90,16 @@ def bench_deploy(image_size: int, num_images: int, repeats: int):
         with torch.no_grad():
             model([{"image": images[i]}])
 
-    def run_onnx():
+    def run_onnx(session):
         i = next_image()
         session.run(None, {"image": images[i].numpy(), "output_size": sizes[i]})
 
-    for step in (lambda: run_torch(reference), lambda: run_torch(ours), run_onnx):
+    steps = {DETECTRON2: lambda: run_torch(reference), OURS: lambda: run_torch(ours),
+             ONNXRUNTIME: lambda: run_onnx(session),
+             ONNXRUNTIME_INT8: lambda: run_onnx(int8_session)}  # fmt: skip
+    for step in steps.values():
         step()  # warm-up
-    times = time_interleaved(
-        {DETECTRON2: lambda: run_torch(reference), OURS: lambda: run_torch(ours),
-         ONNXRUNTIME: run_onnx}, repeats * num_images, "cpu")  # fmt: skip
+    times = time_interleaved(steps, repeats * num_images, "cpu")
     ref = statistics.median(times[DETECTRON2])
     print(f"Timed with SCORE_THRESH_TEST {reference.test_score_thresh}, {torch.get_num_threads()} "
           "threads (ONNX Runtime: as many), medians:")  # fmt: skip

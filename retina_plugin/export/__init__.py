@@ -4,7 +4,15 @@ runs such a file without building the PyTorch model."""
 
 from .deployable import DeployableRetinaNet, Preprocessing, resize_image
 from .exporter import build_deployable, compare_on_dataset, example_inputs, export_model
-from .formats import EXPORT_FORMATS, FILE_NAMES, ExportError, export_to, load_exported_function
+from .formats import (
+    EXACT_FORMATS,
+    EXPORT_FORMATS,
+    FILE_NAMES,
+    ExportError,
+    export_to,
+    load_exported_function,
+)
+from .quantize import quantize_onnx
 from .runtime import SIDECAR_NAME, ExportedDetector
 from .verify import BOX_TOLERANCE, SCORE_TOLERANCE, Comparison, compare_detections
 
@@ -16,7 +24,9 @@ __all__ = [
     "compare_on_dataset",
     "example_inputs",
     "export_model",
+    "EXACT_FORMATS",
     "EXPORT_FORMATS",
+    "quantize_onnx",
     "FILE_NAMES",
     "ExportError",
     "export_to",

@@ -18,7 +18,8 @@ from detectron2.structures import Boxes, Instances
 from ..data import read_image_file
 from ..engine import SafeCheckpointer
 from .deployable import DeployableRetinaNet, Preprocessing, resize_image
-from .formats import EXPORT_FORMATS, export_to, load_exported_function
+from .formats import EXPORT_FORMATS, FILE_NAMES, export_to, load_exported_function
+from .quantize import quantize_onnx
 from .runtime import write_sidecar
 from .verify import Comparison, compare_detections
 
@@ -124,12 +125,26 @@ def compare_on_dataset(cfg, module, run, dataset_dicts, comparison, evaluate_dir
     return ap
 
 
+def calibration_inputs(cfg, count: int) -> list:
+    """The exported model's inputs for the first `count` pictures of DATASETS.TRAIN[0], resized
+    as for testing: what int8 quantisation calibrates its activation ranges on."""
+    if not cfg.DATASETS.TRAIN:
+        return []
+    preprocessing = Preprocessing.from_config(cfg)
+    inputs = []
+    for record in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:count]:
+        bgr, _ = read_image_file(record["file_name"], "BGR", preprocessing.alpha_background)
+        inputs.append(resize_image(bgr, preprocessing))
+    return inputs
+
+
 def export_model(cfg, formats, output_dir: str, config_file: str, verify_images: int = 20,
-                 evaluate: bool = False) -> dict:  # fmt: skip
+                 evaluate: bool = False, calibration_images: int = 64) -> dict:  # fmt: skip
     """
     Export the model of `cfg` in each of `formats` into `output_dir` and check each file against
     PyTorch on the first `verify_images` pictures of DATASETS.TEST[0] (all of them and the COCO
-    AP with `evaluate`). Returns {format: {"file", "comparison", "ap"}}.
+    AP with `evaluate`); onnx-int8 is calibrated on `calibration_images` training pictures.
+    Returns {format: {"file", "comparison", "ap"}}.
     """
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown:
@@ -152,8 +167,17 @@ def export_model(cfg, formats, output_dir: str, config_file: str, verify_images:
                                     if metadata else {}).items()}  # fmt: skip
     num_classes = module.model.num_classes
     report = {}
-    for export_format in formats:
-        path = export_to(export_format, module, inputs, output_dir)
+    if "onnx-int8" in formats and "onnx" not in formats:
+        formats = ["onnx", *formats]  # the int8 model is quantised from the float32 one
+    for export_format in sorted(formats, key=EXPORT_FORMATS.index):
+        if export_format == "onnx-int8":
+            path = quantize_onnx(
+                os.path.join(output_dir, FILE_NAMES["onnx"]),
+                os.path.join(output_dir, FILE_NAMES["onnx-int8"]),
+                calibration_inputs(cfg, calibration_images),
+            )
+        else:
+            path = export_to(export_format, module, inputs, output_dir)
         run = load_exported_function(path)
         comparison = Comparison()
         # The example image first: it is not a dataset picture, and has many candidates.

@@ -32,8 +32,11 @@ from torch import Tensor, nn
 
 __all__ = ["EXPORT_FORMATS", "FILE_NAMES", "export_to", "load_exported_function", "ExportError"]
 
-EXPORT_FORMATS = ("onnx", "torch-export", "torchscript")
-FILE_NAMES = {"onnx": "model.onnx", "torch-export": "model.pt2", "torchscript": "model.ts"}
+EXPORT_FORMATS = ("onnx", "onnx-int8", "torch-export", "torchscript")
+FILE_NAMES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "torch-export": "model.pt2",
+              "torchscript": "model.ts"}  # fmt: skip
+# Formats whose detections must equal PyTorch's; onnx-int8's are approximations (quantize.py).
+EXACT_FORMATS = ("onnx", "torch-export", "torchscript")
 INPUT_NAMES = ["image", "output_size"]
 OUTPUT_NAMES = ["boxes", "scores", "classes"]
 ONNX_OPSET = 18
@@ -116,7 +119,7 @@ def export_to(export_format: str, module: nn.Module, inputs: tuple, output_dir: 
     """Write `module` (called as ``module(*inputs)`` on the example `inputs`) in `export_format`
     into `output_dir`; returns the file's path. Raises :class:`ExportError` naming the format,
     the exporter's error and what to try."""
-    if export_format not in _WRITERS:
+    if export_format not in _WRITERS:  # onnx-int8: retina_plugin.export.quantize
         raise ValueError(f"--format {export_format!r} is not one of {EXPORT_FORMATS}.")
     path = os.path.join(output_dir, FILE_NAMES[export_format])
     try:

@@ -76,14 +76,17 @@ def exported(trained):
     root, opts = trained
     output = root / "exported"
     done = _tool("export_model", "--config-file", QUICKSTART, "--output", output,
-                 "--format", "onnx", "torch-export", "torchscript", "--opts", *opts)  # fmt: skip
+                 "--format", "onnx", "torch-export", "torchscript", "onnx-int8",
+                 "--opts", *opts)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return output, opts, done.stdout + done.stderr
 
 
 def test_tool_checks_every_format(exported):
     output, _, log = exported
-    assert sorted(os.listdir(output)) == ["model.json", "model.onnx", "model.pt2", "model.ts"]
+    assert sorted(os.listdir(output)) == [
+        "model.int8.onnx", "model.json", "model.onnx", "model.pt2", "model.ts"
+    ]  # fmt: skip
     for export_format, name in (("onnx", "model.onnx"), ("torch-export", "model.pt2"),
                                 ("torchscript", "model.ts")):  # fmt: skip
         # 8 test images and the example image
@@ -95,7 +98,18 @@ def test_tool_checks_every_format(exported):
     }  # fmt: skip
     assert info["class_names"][:2] == ["circle", "rectangle"] and info["num_classes"] == 8
     assert info["category_ids"] == list(range(1, 9))
-    assert sorted(info["files"]) == ["onnx", "torch-export", "torchscript"]
+    assert sorted(info["files"]) == ["onnx", "onnx-int8", "torch-export", "torchscript"]
+    # int8 is approximate: reported, not compared (its AP change: docs/DEPLOY.md).
+    assert f"onnx-int8: {output / 'model.int8.onnx'}: quantised, approximate: " in log
+
+
+def test_int8_model_runs(exported):
+    output, _, _ = exported
+    run = load_exported_function(str(output / "model.int8.onnx"))
+    boxes, scores, classes = run(_images()[1].numpy(), np.array([80, 200]))
+    assert boxes.shape == (len(scores), 4) and 0 < len(scores) <= 100
+    assert boxes[:, 0::2].max() <= 200 and boxes[:, 1::2].max() <= 80 and boxes.min() >= 0
+    assert classes.dtype == np.int64 and set(classes.tolist()) <= set(range(8))
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "model.pt2", "model.ts"])

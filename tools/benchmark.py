@@ -19,7 +19,6 @@ lives in retina_plugin.benchmark; this is its command line.
 import argparse
 
 from retina_plugin.benchmark import LossProblem, bench_loss, bench_model, print_machine
-from retina_plugin.benchmark.deploy_speed import bench_deploy
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -56,6 +55,8 @@ def main(argv=None):
     if "model" in sections:
         bench_model(args.device, args.batch, args.image_size, args.model_repeats)
     if "deploy" in sections:
+        from retina_plugin.benchmark.deploy_speed import bench_deploy  # needs the [export] extra
+
         bench_deploy(args.image_size, args.deploy_images, args.model_repeats)
 
 

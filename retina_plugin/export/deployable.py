@@ -20,13 +20,10 @@ dynamic (0 to DETECTIONS_PER_IMAGE); there is no padding and no valid-count outp
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from detectron2.data import transforms as T
 from torch import Tensor, nn
 
 from ..data.mapper import pixel_mean_rgb
-from ..modeling.detections import decode_detections
 from ..modeling.meta_arch import FocalRetinaNet
 
 __all__ = ["Preprocessing", "DeployableRetinaNet", "resize_image"]
@@ -85,43 +82,7 @@ class DeployableRetinaNet(nn.Module):
                 "(MODEL.META_ARCHITECTURE must be FocalRetinaNet)."
             )
         self.model = model.eval()
-        self.size_divisibility = int(model.backbone.size_divisibility)
+        self.size_divisibility = int(model.backbone.size_divisibility)  # of the example image
 
     def forward(self, image: Tensor, output_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        model = self.model
-        height, width = image.shape[-2], image.shape[-1]
-        x = (image - model.pixel_mean) / model.pixel_std
-        # Pad bottom and right with zeros (the mean colour) to a multiple of the divisibility.
-        d = self.size_divisibility
-        if d > 1:
-            x = F.pad(x, (0, (d - width % d) % d, 0, (d - height % d) % d))
-        features = model.backbone(x[None])
-        features = [features[f] for f in model.head_in_features]
-        logits, deltas = model.head(features)
-        anchors = [a.tensor for a in model.anchor_generator(features)]
-        # (1, A * C, Hi, Wi) -> (Hi * Wi * A, C), as FocalRetinaNet's inference.
-        logits, deltas = model._transpose_dense_predictions([logits, deltas], [model.num_logits, 4])
-        scores = [model.classification_loss.class_scores(x[0]) for x in logits]
-        boxes, scores, classes = decode_detections(
-            anchors,
-            scores,
-            [x[0] for x in deltas],
-            model.box2box_transform,
-            num_classes=model.num_classes,
-            score_thresh=model.test_score_thresh,
-            topk_candidates=model.test_topk_candidates,
-            nms_thresh=model.test_nms_thresh,
-            max_detections=model.max_detections_per_image,
-        )
-        # As Detectron2's detector_postprocess: scale to the output size, clip, drop empty boxes.
-        out_size = output_size.to(boxes.dtype)
-        scale = torch.stack([out_size[1] / width, out_size[0] / height]).repeat(2)
-        boxes = boxes * scale
-        boxes = torch.minimum(boxes.clamp(min=0), out_size.flip(0).repeat(2))
-        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        keep = torch.nonzero(nonempty).squeeze(1)
-        return (
-            boxes.index_select(0, keep),
-            scores.index_select(0, keep),
-            classes.index_select(0, keep),
-        )
+        return self.model.detect(image, output_size)

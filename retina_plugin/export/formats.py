@@ -4,9 +4,10 @@ back as a function ``(image (3, h, w) float32, output_size (2,) int64) -> (boxes
 
 * ``onnx`` (model.onnx): torch 2.14's default exporter (``torch.onnx.export(dynamo=True)``,
   which captures the model with ``torch.export``), opset 18, dynamic height and width, checked by
-  ``onnx.checker``; run by ONNX Runtime. One addition to the exporter's table of translations:
-  ``retina_plugin::nms`` (torchvision's NMS with a correct data-dependent output size, see
-  :func:`retina_plugin.modeling.detections.exportable_nms`) is given onnxscript's translation of
+  ``onnx.checker``; run by ONNX Runtime. One translation is added to the exporter's (through
+  onnxscript's registry, when the model is captured): ``retina_plugin::nms`` (torchvision's NMS
+  with a correct data-dependent output size, see
+  :func:`retina_plugin.modeling.detections.exportable_nms`) gets onnxscript's translation of
   ``torchvision::nms``, one ONNX ``NonMaxSuppression``.
 * ``torch-export`` (model.pt2): the ``torch.export`` ExportedProgram, saved with
   ``torch.export.save``. Read back with ``check_guards=False``: the guards ``torch.export``
@@ -69,7 +70,6 @@ def _size_oblivious():
 
 def _export_onnx(module: nn.Module, inputs: tuple, path: str):
     import onnx
-    from onnxscript.function_libs.torch_lib.ops.vision import torchvision_nms
 
     with _size_oblivious():
         program = torch.onnx.export(
@@ -80,9 +80,6 @@ def _export_onnx(module: nn.Module, inputs: tuple, path: str):
             dynamic_shapes=_dynamic_shapes(),
             input_names=INPUT_NAMES,
             output_names=OUTPUT_NAMES,
-            custom_translation_table={  # see the module docstring
-                torch.ops.retina_plugin.nms.default: torchvision_nms,
-            },
             verbose=False,
         )
     program.save(path)

@@ -22,7 +22,13 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from torch import Tensor
 from torchvision.ops import nms
 
-__all__ = ["top_candidates", "batched_nms", "decode_detections", "exportable_nms"]
+__all__ = [
+    "top_candidates",
+    "batched_nms",
+    "decode_detections",
+    "exportable_nms",
+    "register_onnx_translation",
+]
 
 
 def _take(x: Tensor, index: Tensor) -> Tensor:
@@ -65,8 +71,32 @@ def _(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return boxes.new_empty((kept,), dtype=torch.int64)
 
 
+_onnx_translation_registered = False
+
+
+def register_onnx_translation():
+    """
+    Give torch's ONNX exporter a translation of ``retina_plugin::nms``: onnxscript's own of
+    ``torchvision::nms`` (one ONNX NonMaxSuppression), registered in onnxscript's registry of
+    translations. ``torch.onnx.export`` reads that registry before it captures the model, so
+    this runs on ``import retina_plugin.export`` (and again, for later exports, whenever the
+    operator is captured); it does nothing without onnxscript.
+    """
+    global _onnx_translation_registered
+    if _onnx_translation_registered:
+        return
+    try:
+        from onnxscript.function_libs.torch_lib.ops.vision import torchvision_nms
+        from onnxscript.function_libs.torch_lib.registration import default_registry
+    except ImportError:
+        return
+    default_registry.register(torchvision_nms, "retina_plugin::nms")
+    _onnx_translation_registered = True
+
+
 def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     if torch.compiler.is_exporting():
+        register_onnx_translation()
         return exportable_nms(boxes, scores, iou_threshold)
     return nms(boxes, scores, iou_threshold)  # eager, and traced to TorchScript
 

@@ -4,6 +4,7 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
@@ -181,6 +182,8 @@ class FocalRetinaNet(RetinaNet):
     def forward(self, batched_inputs: list[dict[str, Tensor]]):
         if self.training:
             check_gt_classes(batched_inputs, self.num_classes)
+        elif torch.compiler.is_exporting():
+            return self._inference_while_exporting(batched_inputs)
         with autocast(
             self.amp_dtype, self.device.type
         ):  # backbone and head; the rest is float32 (below)
@@ -237,6 +240,69 @@ class FocalRetinaNet(RetinaNet):
                 deltas = [x[i] for x in pred_anchor_deltas]
                 results.append(self.inference_single_image(anchors, scores, deltas, image_size))
             return results
+
+    def detect(self, image: Tensor, output_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """
+        The whole inference of one image as tensors (what :mod:`retina_plugin.export` exports):
+        `image` (3, h, w) float32 in INPUT.FORMAT, already resized; `output_size` (2,) int64, the
+        (height, width) to map boxes to. Returns boxes (D, 4) XYXY in output_size's pixels,
+        scores (D,) and classes (D,) int64, best first: what ``forward`` returns for one image
+        with "height" and "width" (float32, without autocast).
+        """
+        height, width = image.shape[-2], image.shape[-1]
+        x = (image - self.pixel_mean) / self.pixel_std
+        # Pad bottom and right with zeros (the mean colour) to a multiple of the divisibility.
+        d = int(self.backbone.size_divisibility)
+        if d > 1:
+            x = F.pad(x, (0, (d - width % d) % d, 0, (d - height % d) % d))
+        features = self.backbone(x[None])
+        features = [features[f] for f in self.head_in_features]
+        logits, deltas = self.head(features)
+        anchors = [a.tensor for a in self.anchor_generator(features)]
+        # (1, A * C, Hi, Wi) -> (Hi * Wi * A, C), as forward_inference.
+        logits, deltas = self._transpose_dense_predictions([logits, deltas], [self.num_logits, 4])
+        boxes, scores, classes = decode_detections(
+            anchors,
+            [self.classification_loss.class_scores(x[0]) for x in logits],
+            [x[0] for x in deltas],
+            self.box2box_transform,
+            num_classes=self.num_classes,
+            score_thresh=self.test_score_thresh,
+            topk_candidates=self.test_topk_candidates,
+            nms_thresh=self.test_nms_thresh,
+            max_detections=self.max_detections_per_image,
+        )
+        # As Detectron2's detector_postprocess: scale to the output size, clip, drop empty boxes.
+        out_size = output_size.to(boxes.dtype)
+        scale = torch.stack([out_size[1] / width, out_size[0] / height]).repeat(2)
+        boxes = torch.minimum((boxes * scale).clamp(min=0), out_size.flip(0).repeat(2))
+        keep = torch.nonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).squeeze(1)
+        return (
+            boxes.index_select(0, keep),
+            scores.index_select(0, keep),
+            classes.index_select(0, keep),
+        )
+
+    def _inference_while_exporting(self, batched_inputs: list[dict]) -> list[dict]:
+        """forward's results, one image at a time through :meth:`detect`, as torch.export can
+        capture them: Detectron2's own post-processing branches on the number of detections
+        (``Boxes``: ``if tensor.numel() == 0``; ``Instances.set``: ``len()``), which torch.export
+        cannot decide for a number that depends on the data."""
+        results = []
+        for inputs in batched_inputs:
+            image = inputs["image"].to(self.device)
+            height, width = (
+                inputs.get("height", image.shape[-2]),
+                inputs.get("width", image.shape[-1]),
+            )
+            size = torch.stack([torch.scalar_tensor(x, dtype=torch.int64) for x in (height, width)])
+            boxes, scores, classes = self.detect(image.float(), size)
+            instances = _ExportedInstances(size)
+            instances.set("pred_boxes", _ExportedBoxes(boxes))
+            instances.set("scores", scores)
+            instances.set("pred_classes", classes)
+            results.append({"instances": instances})
+        return results
 
     def inference_single_image(
         self,
@@ -312,6 +378,20 @@ class FocalRetinaNet(RetinaNet):
             dist.all_reduce(count)
             count = count / world_size
         return count.item()
+
+
+class _ExportedBoxes(Boxes):
+    """Boxes of an (N, 4) float32 tensor, made without Detectron2's ``numel() == 0`` branch."""
+
+    def __init__(self, tensor: Tensor):
+        self.tensor = tensor
+
+
+class _ExportedInstances(Instances):
+    """Instances whose fields are set without ``len()`` (their lengths agree by construction)."""
+
+    def set(self, name: str, value) -> None:
+        self._fields[name] = value
 
 
 def _check_inference_config(cfg):

@@ -300,3 +300,28 @@ def test_detectron2_torchscript_onnx_export(focal_retinanet, tmp_path):
     compare_detections(comparison, "image", *[(x.pred_boxes.tensor.numpy(), x.scores.numpy(),
                        x.pred_classes.numpy()) for x in (expected, actual)])  # fmt: skip
     assert comparison.equal and comparison.detections == 100, comparison.mismatches
+
+
+def test_detectron2_tracing_adapter_dynamo_onnx_export(focal_retinanet, tmp_path):
+    """torch 2.14's default ONNX exporter on Detectron2's TracingAdapter around FocalRetinaNet,
+    as a user calls it after ``import retina_plugin.export`` (which registers the translation of
+    FocalRetinaNet's NMS operator; no translation table needed)."""
+    import onnx
+    import onnxruntime
+
+    image = (torch.rand(3, 96, 128) * 255).round()
+    adapter = TracingAdapter(focal_retinanet, (image,), _inference_func)
+    adapter.eval()
+    path = str(tmp_path / "model.onnx")
+    with torch.no_grad():
+        torch.onnx.export(adapter, adapter.flattened_inputs, dynamo=True, verbose=False).save(path)
+        expected = _inference_func(focal_retinanet, image)
+    onnx.checker.check_model(onnx.load(path))
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+    actual = adapter.outputs_schema([torch.from_numpy(x) for x in outputs])
+    comparison = Comparison()
+    compare_detections(comparison, "image", *[(x.pred_boxes.tensor.numpy(), x.scores.numpy(),
+                       x.pred_classes.numpy()) for x in (expected, actual)])  # fmt: skip
+    assert comparison.equal and comparison.detections == 100, comparison.mismatches
+    assert tuple(actual.image_size) == (96, 128)

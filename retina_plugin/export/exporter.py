@@ -87,7 +87,7 @@ def example_inputs(module: DeployableRetinaNet) -> tuple:
 def _test_images(cfg, max_images: int):
     if not cfg.DATASETS.TEST:
         return []
-    return [d for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])][:max_images]
+    return DatasetCatalog.get(cfg.DATASETS.TEST[0])[:max_images]
 
 
 def compare_on_dataset(cfg, module, run, dataset_dicts, comparison, evaluate_dir=None):
@@ -161,10 +161,9 @@ def export_model(cfg, formats, output_dir: str, config_file: str, verify_images:
     module = build_deployable(cfg, config_file)
     inputs = example_inputs(module)
     dicts = _test_images(cfg, None if evaluate else verify_images)
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
-    class_names = list(metadata.get("thing_classes", [])) if metadata else []
-    to_dataset = {v: k for k, v in (metadata.get("thing_dataset_id_to_contiguous_id", {})
-                                    if metadata else {}).items()}  # fmt: skip
+    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+    class_names = list(metadata.get("thing_classes", []))
+    to_dataset = {v: k for k, v in metadata.get("thing_dataset_id_to_contiguous_id", {}).items()}
     num_classes = module.model.num_classes
     report = {}
     if "onnx-int8" in formats and "onnx" not in formats:

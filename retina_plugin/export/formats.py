@@ -116,8 +116,11 @@ def export_to(export_format: str, module: nn.Module, inputs: tuple, output_dir: 
     """Write `module` (called as ``module(*inputs)`` on the example `inputs`) in `export_format`
     into `output_dir`; returns the file's path. Raises :class:`ExportError` naming the format,
     the exporter's error and what to try."""
-    if export_format not in _WRITERS:  # onnx-int8: retina_plugin.export.quantize
-        raise ValueError(f"--format {export_format!r} is not one of {EXPORT_FORMATS}.")
+    if export_format not in _WRITERS:
+        raise ValueError(
+            f"export_to writes {tuple(_WRITERS)}, not {export_format!r} (onnx-int8 is quantised "
+            "from an onnx file: retina_plugin.export.quantize_onnx)."
+        )
     path = os.path.join(output_dir, FILE_NAMES[export_format])
     try:
         with torch.no_grad():

@@ -53,7 +53,7 @@ def compare_detections(comparison: Comparison, name: str, expected, actual):
         return
     unused = np.ones(len(act_scores), dtype=bool)
     for i in np.argsort(-exp_scores, kind="stable"):
-        box_diff = np.abs(act_boxes - exp_boxes[i]).max(axis=1) if len(act_boxes) else act_scores
+        box_diff = np.abs(act_boxes - exp_boxes[i]).max(axis=1)
         score_diff = np.abs(act_scores - exp_scores[i])
         fits = unused & (act_classes == exp_classes[i]) & (score_diff <= SCORE_TOLERANCE)
         fits &= box_diff <= BOX_TOLERANCE

@@ -261,16 +261,10 @@ class FocalRetinaNet(RetinaNet):
         anchors = [a.tensor for a in self.anchor_generator(features)]
         # (1, A * C, Hi, Wi) -> (Hi * Wi * A, C), as forward_inference.
         logits, deltas = self._transpose_dense_predictions([logits, deltas], [self.num_logits, 4])
-        boxes, scores, classes = decode_detections(
+        boxes, scores, classes = self._decode(
             anchors,
             [self.classification_loss.class_scores(x[0]) for x in logits],
             [x[0] for x in deltas],
-            self.box2box_transform,
-            num_classes=self.num_classes,
-            score_thresh=self.test_score_thresh,
-            topk_candidates=self.test_topk_candidates,
-            nms_thresh=self.test_nms_thresh,
-            max_detections=self.max_detections_per_image,
         )
         # As Detectron2's detector_postprocess: scale to the output size, clip, drop empty boxes.
         out_size = output_size.to(boxes.dtype)
@@ -314,10 +308,20 @@ class FocalRetinaNet(RetinaNet):
         """One image's detections from per-level (Hi * Wi * A, K) scores and (Hi * Wi * A, 4)
         deltas, as Detectron2's RetinaNet computes them, through the exportable
         :func:`retina_plugin.modeling.detections.decode_detections`."""
-        boxes, scores, classes = decode_detections(
-            [x.tensor for x in anchors],
-            box_cls,
-            box_delta,
+        boxes, scores, classes = self._decode([x.tensor for x in anchors], box_cls, box_delta)
+        result = Instances(image_size)
+        result.pred_boxes = Boxes(boxes)
+        result.scores = scores
+        result.pred_classes = classes
+        return result
+
+    def _decode(self, anchors: list[Tensor], scores: list[Tensor], deltas: list[Tensor]):
+        """decode_detections with this model's inference settings (MODEL.RETINANET.*_TEST,
+        TEST.DETECTIONS_PER_IMAGE)."""
+        return decode_detections(
+            anchors,
+            scores,
+            deltas,
             self.box2box_transform,
             num_classes=self.num_classes,
             score_thresh=self.test_score_thresh,
@@ -325,11 +329,6 @@ class FocalRetinaNet(RetinaNet):
             nms_thresh=self.test_nms_thresh,
             max_detections=self.max_detections_per_image,
         )
-        result = Instances(image_size)
-        result.pred_boxes = Boxes(boxes)
-        result.scores = scores
-        result.pred_classes = classes
-        return result
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """

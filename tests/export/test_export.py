@@ -220,6 +220,14 @@ def test_weights_that_do_not_fit(exported, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_unknown_format(tmp_path):
+    done = _tool("export_model", "--config-file", QUICKSTART, "--output", tmp_path,
+                 "--format", "tflite")  # fmt: skip
+    assert done.returncode == 2
+    assert ("export_model.py: error: argument --format: invalid choice: 'tflite' (choose from "
+            "'onnx', 'onnx-int8', 'torch-export', 'torchscript')") in done.stderr  # fmt: skip
+
+
 def test_unwritable_output(exported, tmp_path):
     _, opts, _ = exported
     blocker = tmp_path / "a_file"
@@ -280,10 +288,25 @@ def test_detectron2_tracing(focal_retinanet, tmp_path):
     assert_instances_allclose(output, traced_output, size_as_tensor=True)
 
 
-def test_detectron2_torchscript_onnx_export(focal_retinanet, tmp_path):
+def _run_adapter_onnx(adapter, path, image):
+    """The ONNX file of a TracingAdapter, checked and run in ONNX Runtime; its Instances."""
     import onnx
     import onnxruntime
 
+    onnx.checker.check_model(onnx.load(path))
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+    return adapter.outputs_schema([torch.from_numpy(x) for x in outputs])
+
+
+def _assert_same_100_detections(expected, actual):
+    comparison = Comparison()
+    compare_detections(comparison, "image", *[(x.pred_boxes.tensor.numpy(), x.scores.numpy(),
+                       x.pred_classes.numpy()) for x in (expected, actual)])  # fmt: skip
+    assert comparison.equal and comparison.detections == 100, comparison.mismatches
+
+
+def test_detectron2_torchscript_onnx_export(focal_retinanet, tmp_path):
     image = (torch.rand(3, 96, 128) * 255).round()
     adapter = TracingAdapter(focal_retinanet, (image,), _inference_func)
     adapter.eval()
@@ -292,23 +315,14 @@ def test_detectron2_torchscript_onnx_export(focal_retinanet, tmp_path):
         torch.onnx.export(adapter, adapter.flattened_inputs, path, dynamo=False, opset_version=14,
                           training=torch.onnx.TrainingMode.EVAL)  # fmt: skip
         expected = _inference_func(focal_retinanet, image)
-    onnx.checker.check_model(onnx.load(path))
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
-    actual = adapter.outputs_schema([torch.from_numpy(x) for x in outputs])
-    comparison = Comparison()
-    compare_detections(comparison, "image", *[(x.pred_boxes.tensor.numpy(), x.scores.numpy(),
-                       x.pred_classes.numpy()) for x in (expected, actual)])  # fmt: skip
-    assert comparison.equal and comparison.detections == 100, comparison.mismatches
+    actual = _run_adapter_onnx(adapter, path, image)
+    _assert_same_100_detections(expected, actual)
 
 
 def test_detectron2_tracing_adapter_dynamo_onnx_export(focal_retinanet, tmp_path):
     """torch 2.14's default ONNX exporter on Detectron2's TracingAdapter around FocalRetinaNet,
     as a user calls it after ``import retina_plugin.export`` (which registers the translation of
     FocalRetinaNet's NMS operator; no translation table needed)."""
-    import onnx
-    import onnxruntime
-
     image = (torch.rand(3, 96, 128) * 255).round()
     adapter = TracingAdapter(focal_retinanet, (image,), _inference_func)
     adapter.eval()
@@ -316,12 +330,6 @@ def test_detectron2_tracing_adapter_dynamo_onnx_export(focal_retinanet, tmp_path
     with torch.no_grad():
         torch.onnx.export(adapter, adapter.flattened_inputs, dynamo=True, verbose=False).save(path)
         expected = _inference_func(focal_retinanet, image)
-    onnx.checker.check_model(onnx.load(path))
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
-    actual = adapter.outputs_schema([torch.from_numpy(x) for x in outputs])
-    comparison = Comparison()
-    compare_detections(comparison, "image", *[(x.pred_boxes.tensor.numpy(), x.scores.numpy(),
-                       x.pred_classes.numpy()) for x in (expected, actual)])  # fmt: skip
-    assert comparison.equal and comparison.detections == 100, comparison.mismatches
+    actual = _run_adapter_onnx(adapter, path, image)
+    _assert_same_100_detections(expected, actual)
     assert tuple(actual.image_size) == (96, 128)

@@ -107,6 +107,9 @@ class TrainingJob:
         self.argv = with_resume(argv)
 
     def __call__(self):
+        # submitit's handler of the requeue signal is in place: let a signal that came while
+        # the task started (blocked by start_task.py) reach it now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [_requeue_signal()])
         args = default_argument_parser().parse_args(self.argv)
         if args.num_gpus != 1 or args.num_machines != 1:
             raise ValueError(

@@ -71,13 +71,22 @@ def check_train_arguments(argv: list[str]):
     return args, cfg
 
 
+def task_python() -> str:
+    """The command that starts each task's Python (submitit's ``python``): this interpreter,
+    with submitit's requeue signal blocked until the job's handler is in place
+    (:mod:`retina_plugin.slurm.start_task`)."""
+    start = os.path.join(os.path.dirname(os.path.abspath(__file__)), "start_task.py")
+    requeue_signal = "SIG" + _submitit().JobEnvironment.USR_SIG
+    return shlex.join([sys.executable, "-I", "-S", start, requeue_signal])
+
+
 def sbatch_script(parameters: dict, job_dir: str) -> str:
     """The sbatch script submitit writes for these executor parameters (a job of job_dir)."""
     from submitit.slurm import slurm  # noqa: PLC0415
 
     folder = os.path.join(job_dir, "%j")
     # What SlurmExecutor runs in each task (SlurmExecutor._submitit_command_str).
-    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(folder)}"
+    command = f"{task_python()} -u -m submitit.core._submit {shlex.quote(folder)}"
     return slurm._make_sbatch_string(command=command, folder=folder, **parameters)
 
 
@@ -112,7 +121,9 @@ def submit_training(
             f"{record['job_id']}), or choose another OUTPUT_DIR."
         )
     executor = submitit.SlurmExecutor(
-        folder=os.path.join(job_dir, "%j"), max_num_timeout=cluster_args.max_timeouts
+        folder=os.path.join(job_dir, "%j"),
+        max_num_timeout=cluster_args.max_timeouts,
+        python=task_python(),
     )
     executor.update_parameters(**parameters)
     job = executor.submit(TrainingJob(script, argv))

@@ -131,12 +131,15 @@ def test_a_two_task_job_trains_and_evaluates(reference):
 
 
 def test_the_time_limit_signal_saves_requeues_and_resumes_exactly(root, reference):
-    """A 1-minute limit and a signal 35 s before it (SLURM checks limits every 30 s: the signal
-    comes 25-55 s into each run, after the workers' start-up, which a signal would end); the job
-    is requeued until it has trained MAX_ITER iterations."""
+    """A 1-minute limit and a signal asked for 35 s before it. SLURM sends it up to a minute
+    early (its time-limit check runs every 30 s): it came 4 s into a run here, while the tasks'
+    Python was still importing torch, and 21-22 s into others. Whenever it comes, the job saves
+    (or, before training, just requeues) and is requeued until it has trained MAX_ITER
+    iterations; runs ended before their first iteration count as timeouts too, hence the high
+    --max-timeouts."""
     reference_dir = reference[0]
     output_dir = root / "time_limit"
-    argv = [*TWO_CPU_TASKS, "--time", "1", "--signal-delay", "35", "--max-timeouts", "10"]
+    argv = [*TWO_CPU_TASKS, "--time", "1", "--signal-delay", "35", "--max-timeouts", "30"]
     result = run(SUBMIT, *argv, "--config-file", QUICKSTART, *training_opts(root, output_dir))
     assert result.returncode == 0, result.stderr
     job_id = job_id_of(result.stdout)
@@ -160,6 +163,28 @@ def test_the_time_limit_signal_saves_requeues_and_resumes_exactly(root, referenc
     for name, value in expected.items():
         assert torch.equal(weights[name], value), name
     assert (output_dir / "final_results.json").exists()
+
+
+def test_a_signal_while_the_tasks_start_requeues_the_job(root):
+    """SIGUSR2 (scancel --signal) as soon as task 0's Python has started, while it imports torch
+    before submitit's handler exists: the job is requeued, not FAILED (start_task.py)."""
+    output_dir = root / "early_signal"
+    argv = [*TWO_CPU_TASKS, "--time", "10", "--config-file", QUICKSTART]
+    result = run(SUBMIT, *argv, *training_opts(root, output_dir, max_iter=20))
+    assert result.returncode == 0, result.stderr
+    job_id = job_id_of(result.stdout)
+    log = output_dir / "slurm" / job_id / f"{job_id}_0_log.out"
+    deadline = time.monotonic() + 300
+    while not (log.exists() and "Starting with JobEnvironment" in log.read_text()):
+        assert time.monotonic() < deadline, f"job {job_id} did not start"
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    assert wait_for(job_id) == "COMPLETED"
+    assert int(scontrol(job_id)["Restarts"]) >= 1
+    first_run = log.read_text().split("Requeued job")[0]
+    assert "Caught signal SIGUSR2" in first_run
+    assert "Rank of current process" not in first_run  # caught before training began
+    assert torch.load(output_dir / "model_final.pth", weights_only=True)["iteration"] == 19
 
 
 def test_a_failing_job_is_failed_not_requeued(root):

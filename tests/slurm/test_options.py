@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from retina_plugin import slurm
 from tests.utils import QUICKSTART, REPO_ROOT
 
 SUBMIT = os.path.join(REPO_ROOT, "tools", "submit.py")
+START_TASK = os.path.join(REPO_ROOT, "retina_plugin", "slurm", "start_task.py")
 
 
 @pytest.mark.parametrize(
@@ -120,8 +122,8 @@ def test_dry_run_prints_the_sbatch_script_of_two_8_gpu_nodes(tmp_path):
     ]
     assert lines[18:20] == [
         "export SUBMITIT_EXECUTOR=slurm",
-        f"srun --unbuffered --output {folder}/%j_%t_log.out {sys.executable} -u -m "
-        f"submitit.core._submit {folder}",
+        f"srun --unbuffered --output {folder}/%j_%t_log.out {sys.executable} -I -S "
+        f"{START_TASK} SIGUSR2 -u -m submitit.core._submit {folder}",
     ]
     assert lines[-1] == f"# (dry run: nothing submitted; task 0 would log to {folder}/%j_0_log.out)"
     assert not output.exists()
@@ -163,3 +165,28 @@ def test_bad_submissions_are_refused_before_anything_is_submitted(tmp_path):
         f"submit.py: The train script {tmp_path / 'missing.py'} does not exist (--train-script)."
     )
     assert not (tmp_path / "out").exists()
+
+
+# A task that gets SIGUSR2 while it starts, before it handles the signal: it sends the signal
+# to itself (a real one, pending while blocked) and then installs a handler and unblocks it as
+# TrainingJob does once submitit's handler is in place.
+EARLY_SIGNAL_TASK = """
+import os, signal, sys
+os.kill(os.getpid(), signal.SIGUSR2)
+print("pending:", signal.SIGUSR2 in signal.sigpending(), flush=True)
+signal.signal(signal.SIGUSR2, lambda signum, frame: print("handled", signal.Signals(signum).name))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR2])
+print("running on")
+"""
+
+
+def test_a_signal_while_a_task_starts_waits_for_its_handler():
+    started = subprocess.run(
+        [sys.executable, "-I", "-S", START_TASK, "SIGUSR2", "-u", "-c", EARLY_SIGNAL_TASK],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert started.stdout == "pending: True\nhandled SIGUSR2\nrunning on\n"
+    # Without start_task.py the signal ends the task (what SLURM reported as FAILED).
+    plain = subprocess.run([sys.executable, "-c", EARLY_SIGNAL_TASK], capture_output=True)
+    assert plain.returncode == -signal.SIGUSR2 and plain.stdout == b""

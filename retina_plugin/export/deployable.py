@@ -81,7 +81,8 @@ class DeployableRetinaNet(nn.Module):
                 f"Only FocalRetinaNet models can be exported, got {type(model).__name__} "
                 "(MODEL.META_ARCHITECTURE must be FocalRetinaNet)."
             )
-        self.model = model.eval()
+        self.model = model
+        self.eval()  # inference only (and no "exporting in training mode" warning)
         self.size_divisibility = int(model.backbone.size_divisibility)  # of the example image
 
     def forward(self, image: Tensor, output_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:

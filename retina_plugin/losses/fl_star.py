@@ -60,6 +60,7 @@ class SigmoidFocalLossStar(ClassificationLoss):
             "beta": cfg.MODEL.FOCAL_RETINA.FL_STAR.BETA,
         }
 
+    @torch.jit.unused  # training only: scripting (Detectron2\'s scripting_with_instances) compiles inference
     def forward(self, pred_logits: Tensor, gt_labels: Tensor, anchors: Tensor = None) -> Tensor:
         logits = float32_or_wider(pred_logits)
         positive = positive_pairs(gt_labels, logits.shape[-1])  # (N, R, K)

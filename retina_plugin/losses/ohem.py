@@ -82,6 +82,7 @@ class OHEMCrossEntropyLoss(ClassificationLoss):
             "compiled": cfg.MODEL.FOCAL_RETINA.COMPILE,
         }
 
+    @torch.jit.unused  # training only: scripting (Detectron2\'s scripting_with_instances) compiles inference
     def forward(self, pred_logits: Tensor, gt_labels: Tensor, anchors: Tensor) -> Tensor:
         num_classes = pred_logits.shape[-1]
         with torch.no_grad():

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Union
 
+import torch
 from detectron2.config import configurable
 from torch import Tensor
 
@@ -46,6 +47,7 @@ class SigmoidFocalLoss(ClassificationLoss):
             "compiled": cfg.MODEL.FOCAL_RETINA.COMPILE,
         }
 
+    @torch.jit.unused  # training only: scripting (Detectron2\'s scripting_with_instances) compiles inference
     def forward(self, pred_logits: Tensor, gt_labels: Tensor, anchors: Tensor = None) -> Tensor:
         num_logits = pred_logits.shape[-1]
         return sigmoid_focal_loss_from_labels(

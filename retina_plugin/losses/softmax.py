@@ -50,6 +50,7 @@ class SoftmaxFocalLoss(ClassificationLoss):
             "gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
         }
 
+    @torch.jit.unused  # training only: scripting (Detectron2\'s scripting_with_instances) compiles inference
     def forward(self, pred_logits: Tensor, gt_labels: Tensor, anchors: Tensor = None) -> Tensor:
         logits = float32_or_wider(pred_logits)  # (N, R, K + 1)
         background = logits.shape[-1] - 1

@@ -67,14 +67,21 @@ def _exit_float32(conv: nn.Conv2d, args: tuple, output):
     return None
 
 
-def keep_float32_where_bfloat16_conv_fails(model: nn.Module):
+def keep_float32_where_bfloat16_conv_fails(model: nn.Module, enabled: bool = True):
     """
     Make every strided ``nn.Conv2d`` of `model` run in float32 on inputs narrower (or lower) than
     its stride while CPU bfloat16 autocast is on (see the module docstring); a no-op otherwise.
-    Parameters and their names are untouched, so checkpoints are unaffected.
+    ``enabled=False`` removes that again (FocalRetinaNet keeps it in training only: inference
+    computes no weight gradient, and TorchScript cannot compile these hooks). Parameters and
+    their names are untouched, so checkpoints are unaffected.
     """
     for module in model.modules():
         if isinstance(module, nn.Conv2d) and max(module.stride) > 1:
-            module._float32_contexts = []
-            module.register_forward_pre_hook(_enter_float32)
-            module.register_forward_hook(_exit_float32, always_call=True)
+            for handle in module.__dict__.pop("_float32_hooks", ()):
+                handle.remove()
+            if enabled:
+                module._float32_contexts = []
+                module._float32_hooks = (
+                    module.register_forward_pre_hook(_enter_float32),
+                    module.register_forward_hook(_exit_float32, always_call=True),
+                )

@@ -95,6 +95,8 @@ def register_onnx_translation():
 
 
 def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    if torch.jit.is_scripting():  # TorchScript compiles this branch only
+        return nms(boxes, scores, iou_threshold)
     if torch.compiler.is_exporting():
         register_onnx_translation()
         return exportable_nms(boxes, scores, iou_threshold)

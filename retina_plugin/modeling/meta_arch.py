@@ -123,9 +123,15 @@ class FocalRetinaNet(RetinaNet):
         self.sync_normalizer = sync_normalizer
         self.amp_dtype = amp_dtype
         if amp_dtype is not None:
-            keep_float32_where_bfloat16_conv_fails(self)
+            keep_float32_where_bfloat16_conv_fails(self, enabled=self.training)
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.amp_dtype is not None:  # float32 for the convolutions of autocast.py: training only
+            keep_float32_where_bfloat16_conv_fails(self, enabled=mode)
+        return self
 
     @classmethod
     def from_config(cls, cfg, class_priors: Optional[Tensor] = None):
@@ -180,6 +186,8 @@ class FocalRetinaNet(RetinaNet):
         }
 
     def forward(self, batched_inputs: list[dict[str, Tensor]]):
+        if torch.jit.is_scripting():
+            return self._scripted_inference(batched_inputs)
         if self.training:
             check_gt_classes(batched_inputs, self.num_classes)
         elif torch.compiler.is_exporting():
@@ -229,17 +237,26 @@ class FocalRetinaNet(RetinaNet):
     ) -> list[Instances]:
         # Box decoding and NMS in float16 / bfloat16 lose AP: keep them float32.
         with torch.autocast(self.device.type, enabled=False):
-            pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
-                _float32(predictions), [self.num_logits, 4]
-            )
-            anchors = self.anchor_generator(features)
-            results = []
-            for i, image_size in enumerate(images.image_sizes):
-                # The loss's own scores: (Hi * Wi * A, K) probabilities per level.
-                scores = [self.classification_loss.class_scores(x[i]) for x in pred_logits]
-                deltas = [x[i] for x in pred_anchor_deltas]
-                results.append(self.inference_single_image(anchors, scores, deltas, image_size))
-            return results
+            return self._detections(images.image_sizes, features, _float32(predictions))
+
+    def _detections(
+        self,
+        image_sizes: list[tuple[int, int]],
+        features: list[Tensor],
+        predictions: list[list[Tensor]],
+    ) -> list[Instances]:
+        """Each image's detections from the head's float32 predictions (eager and TorchScript)."""
+        pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_logits, 4]
+        )
+        anchors = self.anchor_generator(features)
+        results: list[Instances] = []
+        for i, image_size in enumerate(image_sizes):
+            # The loss's own scores: (Hi * Wi * A, K) probabilities per level.
+            scores = [self.classification_loss.class_scores(x[i]) for x in pred_logits]
+            deltas = [x[i] for x in pred_anchor_deltas]
+            results.append(self.inference_single_image(anchors, scores, deltas, image_size))
+        return results
 
     def detect(self, image: Tensor, output_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """
@@ -276,6 +293,16 @@ class FocalRetinaNet(RetinaNet):
             scores.index_select(0, keep),
             classes.index_select(0, keep),
         )
+
+    def _scripted_inference(self, batched_inputs: list[dict[str, Tensor]]) -> list[Instances]:
+        """forward in TorchScript (Detectron2's ``scripting_with_instances``): inference in
+        float32 (no autocast), each image's Instances at the network input's size, as Detectron2's
+        scripted RetinaNet returns them (``detector_postprocess`` is the caller's)."""
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        logits, deltas = self.head(features)
+        return self._detections(images.image_sizes, features, [logits, deltas])
 
     def _inference_while_exporting(self, batched_inputs: list[dict]) -> list[dict]:
         """forward's results, one image at a time through :meth:`detect`, as torch.export can

@@ -12,8 +12,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from detectron2.export import scripting_with_instances
 from detectron2.export.flatten import TracingAdapter
-from detectron2.utils.testing import assert_instances_allclose
+from detectron2.modeling import build_model, detector_postprocess
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from detectron2.utils.testing import assert_instances_allclose, convert_scripted_instances
 
 from retina_plugin import load_config
 from retina_plugin.demo import run_demo
@@ -157,6 +161,28 @@ def test_demo_with_exported_model(exported, tmp_path):
     assert comparison.equal and comparison.images == 8, comparison.mismatches
 
 
+def _trained_few_steps(loss, weights_path, steps=3):
+    """The quick-start architecture with `loss`, trained `steps` SGD steps on two random
+    pictures with boxes (its loss's gradients in every weight); saved as a checkpoint."""
+    cfg = load_config(QUICKSTART, ["MODEL.DEVICE", "cpu", "MODEL.FOCAL_RETINA.LOSS_NAME", loss])
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    boxes = Boxes(torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 10.0, 60.0, 36.0]]))
+    batch = [
+        {"image": image, "instances": Instances((64, 64), gt_boxes=boxes,
+                                                gt_classes=torch.tensor([0, i]))}
+        for i, image in enumerate(_images(seed=1)[:1] * 2)
+    ]  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    with EventStorage():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            sum(model(batch).values()).backward()
+            optimizer.step()
+    torch.save({"model": model.state_dict()}, weights_path)
+    return ["MODEL.FOCAL_RETINA.LOSS_NAME", loss, "MODEL.WEIGHTS", str(weights_path)]
+
+
 @pytest.mark.parametrize(
     "loss, formats",
     [
@@ -168,18 +194,21 @@ def test_demo_with_exported_model(exported, tmp_path):
     ],
 )
 def test_loss_family(loss, formats, tmp_path):
-    """Each loss's scores (its class_scores) in the graph; random weights, every score kept."""
-    module = _random_model(QUICKSTART, "MODEL.FOCAL_RETINA.LOSS_NAME", loss,
-                           "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0")  # fmt: skip
+    """Each loss's scores (its class_scores) in the graph, after 3 training steps with that loss;
+    every score kept. Also Detectron2's scripting of the model."""
+    opts = _trained_few_steps(loss, tmp_path / "weights.pth")
+    module = _random_model(QUICKSTART, *opts, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0")
     for export_format in formats:
         path = export_to(export_format, module, example_inputs(module), str(tmp_path))
         comparison = _compare(module, load_exported_function(path), _images()[:3])
         assert comparison.equal, (export_format, comparison.mismatches)
         assert comparison.detections > 3 * 80  # SCORE_THRESH_TEST 0: up to 100 per image
+    _assert_scripting_works(module.model, _images()[1])
 
 
 def test_no_detections(tmp_path):
-    """Random weights score about 0.01 (the prior), below 0.05: empty outputs of the right types."""
+    """Random weights score about 0.01 (the prior), below 0.05: empty outputs of the right types.
+    (A model trained 4 steps scores 0.1 or more on any picture, even one flat colour.)"""
     module = _random_model(QUICKSTART)
     image = _images()[0]
     for export_format in ("onnx", "torchscript"):  # torch-export: P7 of 1 pixel above
@@ -271,6 +300,38 @@ def _inference_func(model, image):
 def focal_retinanet(trained):
     _, opts = trained
     return build_deployable(load_config(QUICKSTART, opts)).model
+
+
+def _assert_scripting_works(model, image):
+    """Detectron2's tests/test_export_torchscript.py, RetinaNet: scripting_with_instances, two
+    images in a batch, each compared after detector_postprocess."""
+    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
+    script_model = scripting_with_instances(model, fields)
+    inputs = [{"image": image}] * 2
+    with torch.no_grad():
+        instance = model(inputs)[0]["instances"]
+        scripted_instance = convert_scripted_instances(script_model(inputs)[0])
+        scripted_instance = detector_postprocess(scripted_instance, *image.shape[1:])
+    assert len(instance) > 0
+    assert_instances_allclose(instance, scripted_instance)
+
+
+def test_detectron2_scripting(focal_retinanet):
+    _assert_scripting_works(focal_retinanet, (torch.rand(3, 96, 128) * 255).round())
+
+
+def test_scripting_a_model_trained_with_amp():
+    """A config with SOLVER.AMP.ENABLED: the bfloat16 guard's hooks (modeling/autocast.py) exist
+    in training only, so the model in eval mode scripts; TorchScript runs it in float32."""
+    cfg = load_config(QUICKSTART, ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "True",
+                                   "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])  # fmt: skip
+    model = build_model(cfg)
+    p7 = model.backbone.top_block.p7
+    assert len(p7._forward_pre_hooks) == 1  # training
+    model.eval()
+    assert len(p7._forward_pre_hooks) == 0
+    model.amp_dtype = None  # the eager reference in float32, as TorchScript
+    _assert_scripting_works(model, _images()[1])
 
 
 def test_detectron2_tracing(focal_retinanet, tmp_path):

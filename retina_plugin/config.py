@@ -74,6 +74,16 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     # Python `eval` that Detectron2's Base-RetinaNet.yaml needs. Level l gets the sizes
     # BASE_SIZES[l] * 2^(i / SCALES_PER_OCTAVE), i = 0 .. SCALES_PER_OCTAVE - 1, each with every
     # aspect ratio of MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS.
+    # Inference options beyond Detectron2's MODEL.RETINANET.*_TEST (the paper: a 0.05 score
+    # threshold, top 1000 per level, NMS 0.5 within each class).
+    _C.MODEL.FOCAL_RETINA.TEST = CN()
+    # One NMS over all classes (a box suppresses overlapping boxes of any class), instead of
+    # the paper's per-class NMS.
+    _C.MODEL.FOCAL_RETINA.TEST.CLASS_AGNOSTIC_NMS = False
+    # One score threshold per class (K values in [0, 1]) in place of SCORE_THRESH_TEST (the
+    # paper's 0.05 for every class); [] keeps SCORE_THRESH_TEST.
+    _C.MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS = []
+
     _C.MODEL.FOCAL_RETINA.ANCHORS = CN()
     # Anchor side at scale 2^0 on each pyramid level P3..P7: the paper's areas 32^2 .. 512^2.
     _C.MODEL.FOCAL_RETINA.ANCHORS.BASE_SIZES = [32, 64, 128, 256, 512]
@@ -123,6 +133,11 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     _C.SOLVER.FOCAL_RETINA.PREEMPTION_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGUSR2"]
 
     _C.TEST.FOCAL_RETINA = CN()
+    # Which code computes the COCO statistics inside Detectron2's COCOEvaluator (no paper
+    # symbol: AP as the paper reports it, computed faster): "auto" (Detectron2's C++ evaluator
+    # if built, else faster-coco-eval if installed, else pycocotools), "detectron2",
+    # "faster_coco_eval" or "pycocotools" (retina_plugin/evaluation/coco_backend.py).
+    _C.TEST.FOCAL_RETINA.COCO_EVAL_BACKEND = "auto"
     # After the final evaluation, draw the predictions on this many images of DATASETS.TEST[0]
     # into OUTPUT_DIR/visualizations (0: none).
     _C.TEST.FOCAL_RETINA.NUM_VIS_IMAGES = 0

@@ -100,6 +100,13 @@ def test_python_tags_are_refused_and_never_run(tmp_path, in_base):
 
 BAD_VALUES = [
     (
+        "MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS",
+        [0.1, 0.2],
+        "MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS = [0.1, 0.2] must hold one score threshold "
+        "in [0, 1] per class, i.e. MODEL.RETINANET.NUM_CLASSES = 3 values (or be empty to use "
+        "MODEL.RETINANET.SCORE_THRESH_TEST for every class).",
+    ),
+    (
         "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
         1.5,
         "MODEL.RETINANET.FOCAL_LOSS_ALPHA = 1.5 is out of range: alpha must lie in [0, 1], or be "

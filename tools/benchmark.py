@@ -5,6 +5,7 @@ Side-by-side speed (and memory) of retina-plugin against Detectron2 / fvcore, in
     python tools/benchmark.py                     # everything, on the CPU
     python tools/benchmark.py --section loss      # focal loss only (seconds)
     python tools/benchmark.py --section deploy    # ONNX Runtime against PyTorch inference
+    python tools/benchmark.py --section coco-eval # pycocotools against faster-coco-eval
     python tools/benchmark.py --device cuda       # on a GPU
 
 It first prints the machine's float32 matmul speed (GFLOP/s), by which readers can place their
@@ -26,7 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--section", nargs="+", choices=("all", "loss", "model", "deploy"), default=["all"],
+        "--section", nargs="+", choices=("all", "loss", "model", "deploy", "coco-eval"), default=["all"],
         help="one or more sections (default: all)",
     )  # fmt: skip
     parser.add_argument("--device", default="cpu")
@@ -42,13 +43,16 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=2, help="model: images per step")
     parser.add_argument("--model-repeats", type=int, default=5)
     parser.add_argument("--deploy-images", type=int, default=4, help="deploy: images (each timed)")
+    parser.add_argument("--eval-images", type=int, default=5000, help="coco-eval: images")
+    parser.add_argument("--eval-repeats", type=int, default=1, help="coco-eval: evaluations each")
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
     print_machine(args.device, args.matmul_size)
-    sections = {"loss", "model", "deploy"} if "all" in args.section else set(args.section)
+    all_sections = {"loss", "model", "deploy", "coco-eval"}
+    sections = all_sections if "all" in args.section else set(args.section)
     if "loss" in sections:
         problem = LossProblem(args.anchors, args.classes, args.device)
         bench_loss(problem, args.loss_repeats, probes=args.probes)
@@ -58,6 +62,10 @@ def main(argv=None):
         from retina_plugin.benchmark.deploy_speed import bench_deploy  # needs the [export] extra
 
         bench_deploy(args.image_size, args.deploy_images, args.model_repeats)
+    if "coco-eval" in sections:
+        from retina_plugin.benchmark.coco_eval_speed import bench_coco_eval  # noqa: PLC0415
+
+        bench_coco_eval(args.eval_images, args.eval_repeats)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import load_config
 from ..data import register_datasets_from_config
+from ..evaluation import check_coco_eval_backend
 
 __all__ = ["setup"]
 
@@ -26,6 +27,7 @@ def setup(args):
     machine share its cores on the CPU.
     """
     cfg = load_config(args.config_file, args.opts)
+    check_coco_eval_backend(cfg.TEST.FOCAL_RETINA.COCO_EVAL_BACKEND)
     fell_back_to_cpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
     if fell_back_to_cpu:
         cfg.MODEL.DEVICE = "cpu"

@@ -14,7 +14,6 @@ import weakref
 import torch
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine.hooks import EvalHook, PeriodicCheckpointer, PeriodicWriter
-from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.utils import comm
 from detectron2.utils.events import (
@@ -26,6 +25,8 @@ from detectron2.utils.events import (
 from detectron2.utils.logger import setup_logger
 
 from ..data import ResumableBatchStream, build_test_loader, build_train_loader, check_num_classes
+from ..evaluation import build_coco_evaluator
+from ..modeling import FocalRetinaNetWithTTA
 from ..modeling.priors import classification_prior
 from .amp import build_train_step
 from .checkpoint import SafeCheckpointer
@@ -91,7 +92,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+        return build_coco_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -230,9 +231,25 @@ class Trainer(DefaultTrainer):
             cfg.MODEL.WEIGHTS, resume=resume
         )
         results = cls.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(cls.test_with_TTA(cfg, model))
         if comm.is_main_process():
             write_final_results(cfg, model, results)
         return results
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model) -> dict:
+        """Evaluate `model` with test-time augmentation (``TEST.AUG``; see
+        :mod:`retina_plugin.modeling.tta`) into ``OUTPUT_DIR/inference_TTA``; each result under
+        its dataset's key + "_TTA", as Detectron2's R-CNN train_net.py does."""
+        logger.info("Running inference with test-time augmentation ...")
+        model = FocalRetinaNetWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, model, evaluators)
+        return {f"{key}_TTA": value for key, value in results.items()}
 
 
 def _unwrap(model):

@@ -11,12 +11,12 @@ import platform
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from ..data import read_image_file
 from ..engine import SafeCheckpointer
+from ..evaluation import build_coco_evaluator
 from .deployable import DeployableRetinaNet, Preprocessing, resize_image
 from .formats import EXPORT_FORMATS, FILE_NAMES, export_to, load_exported_function
 from .quantize import quantize_onnx
@@ -101,7 +101,7 @@ def compare_on_dataset(cfg, module, run, dataset_dicts, comparison, evaluate_dir
     evaluators = {}
     if evaluate_dir:
         name = cfg.DATASETS.TEST[0]
-        evaluators = {k: COCOEvaluator(name, output_dir=os.path.join(evaluate_dir, k)) for k in
+        evaluators = {k: build_coco_evaluator(cfg, name, os.path.join(evaluate_dir, k)) for k in
                       ("pytorch", "exported")}  # fmt: skip
         for evaluator in evaluators.values():
             evaluator.reset()

@@ -17,6 +17,8 @@ How it stays exportable where Detectron2's own code does not:
   Detectron2's loop computes and maps to one ONNX ``NonMaxSuppression`` per class.
 """
 
+from typing import Optional
+
 import torch
 from detectron2.modeling.box_regression import Box2BoxTransform
 from torch import Tensor
@@ -103,38 +105,50 @@ def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return nms(boxes, scores, iou_threshold)  # eager, and traced to TorchScript
 
 
-def top_candidates(scores: Tensor, score_thresh: float, topk: int) -> tuple[Tensor, Tensor]:
+def top_candidates(
+    scores: Tensor, score_thresh: float, topk: int, class_thresh: Optional[Tensor] = None
+) -> tuple[Tensor, Tensor]:
     """
     The (at most `topk`) highest of `scores` (one level's (R, K) class probabilities, flattened
-    to R * K) that exceed `score_thresh`, best first, equal scores in index order, and their flat
-    indices into (R, K).
+    to R * K) that exceed `score_thresh` (or, given `class_thresh`, the (K,) threshold of their
+    class), best first, equal scores in index order, and their flat indices into (R, K).
     """
     flat = scores.flatten()
-    keep = _where(flat > score_thresh)
+    if class_thresh is None:
+        keep = _where(flat > score_thresh)
+    else:
+        keep = _where((scores > class_thresh).flatten())
     # Pad with topk scores of -1 so that topk candidates exist whatever the number above the
     # threshold (no size that depends on the data); equal scores are taken in index order.
     padded = torch.cat([_take(flat, keep), flat.new_full((topk,), -1.0)])
     padded_index = torch.cat([keep, keep.new_zeros(topk)])
     order = _ranking_keys(padded).topk(topk).indices
     top_scores = _take(padded, order)
-    real = _take(order, _where(top_scores > score_thresh))  # the pads are -1 < score_thresh
+    real = _take(order, _where(top_scores > -1.0))  # drop the pads (scores are >= 0)
     return _take(padded, real), _take(padded_index, real)
 
 
 def batched_nms(
-    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, num_classes: int
+    boxes: Tensor,
+    scores: Tensor,
+    classes: Tensor,
+    iou_threshold: float,
+    num_classes: int,
+    class_agnostic: bool = False,
 ) -> Tensor:
     """
     Per-class NMS: the indices of the boxes that no higher-scoring box of their class overlaps
     with IoU > `iou_threshold`, by decreasing score, equal scores in index order. As Detectron2's
     ``batched_nms`` (torchvision's NMS within each class), with one NMS per class id in
-    [0, `num_classes`).
+    [0, `num_classes`). `class_agnostic`: one NMS over all boxes, whatever their class.
     """
     # NMS by rank, not score: with equal scores (a model with random weights has many) which box
     # suppresses which would otherwise depend on each NMS implementation's own sort.
     order = _ranking_keys(scores).argsort(descending=True)
     rank = torch.arange(order.shape[0], 0, -1, dtype=torch.float32, device=scores.device)
     boxes, classes = _take(boxes, order), _take(classes, order)
+    if class_agnostic:
+        return _take(order, _nms(boxes, rank, iou_threshold).sort().values)
     keep = []
     for class_id in range(num_classes):
         index = _where(classes == class_id)
@@ -147,12 +161,13 @@ def decode_detections(
     scores: list[Tensor],
     deltas: list[Tensor],
     box2box_transform: Box2BoxTransform,
-    *,
     num_classes: int,
     score_thresh: float,
     topk_candidates: int,
     nms_thresh: float,
     max_detections: int,
+    class_thresh: Optional[Tensor] = None,
+    class_agnostic: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """
     One image's detections, in the coordinates of the network's input (before any rescaling):
@@ -167,10 +182,15 @@ def decode_detections(
         score_thresh, topk_candidates, nms_thresh, max_detections: MODEL.RETINANET's
             SCORE_THRESH_TEST, TOPK_CANDIDATES_TEST (per level), NMS_THRESH_TEST and
             TEST.DETECTIONS_PER_IMAGE.
+        class_thresh: (K,) score thresholds, one per class, in place of `score_thresh`
+            (MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS); None: `score_thresh`.
+        class_agnostic: one NMS over all classes (MODEL.FOCAL_RETINA.TEST.CLASS_AGNOSTIC_NMS).
     """
     all_boxes, all_scores, all_classes = [], [], []
     for anchors_i, scores_i, deltas_i in zip(anchors, scores, deltas):
-        top_scores, flat_index = top_candidates(scores_i, score_thresh, topk_candidates)
+        top_scores, flat_index = top_candidates(
+            scores_i, score_thresh, topk_candidates, class_thresh
+        )
         anchor_index = flat_index // num_classes
         boxes_i = box2box_transform.apply_deltas(
             _take(deltas_i, anchor_index), _take(anchors_i, anchor_index)
@@ -179,5 +199,6 @@ def decode_detections(
         all_scores.append(top_scores)
         all_classes.append(flat_index % num_classes)
     boxes, scores_, classes = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_classes)
-    keep = batched_nms(boxes, scores_, classes, nms_thresh, num_classes)[:max_detections]
+    keep = batched_nms(boxes, scores_, classes, nms_thresh, num_classes, class_agnostic)
+    keep = keep[:max_detections]
     return _take(boxes, keep), _take(scores_, keep), _take(classes, keep)

@@ -95,6 +95,8 @@ class FocalRetinaNet(RetinaNet):
         sync_normalizer: bool = False,
         amp_dtype: Optional[str] = None,
         channels_last: bool = False,
+        test_score_thresh_per_class: Optional[list[float]] = None,
+        test_class_agnostic_nms: bool = False,
         **kwargs,
     ):
         """
@@ -111,6 +113,9 @@ class FocalRetinaNet(RetinaNet):
                 ("bfloat16", "float16", or "auto": bfloat16 on the CPU, float16 on CUDA).
             channels_last: store conv weights channels-last (NHWC), which convolutions then also
                 use for their outputs: faster on CPUs (oneDNN) and with tensor cores.
+            test_score_thresh_per_class: K score thresholds of inference, one per class, in
+                place of ``test_score_thresh``; None (or empty) keeps ``test_score_thresh``.
+            test_class_agnostic_nms: one NMS over all classes at inference.
             kwargs: the arguments of Detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -122,6 +127,12 @@ class FocalRetinaNet(RetinaNet):
         self.normalizer_momentum = normalizer_momentum
         self.sync_normalizer = sync_normalizer
         self.amp_dtype = amp_dtype
+        thresholds = None
+        if test_score_thresh_per_class:
+            thresholds = torch.tensor(test_score_thresh_per_class, dtype=torch.float32)
+        # (K,) or None; a buffer, so that it follows the model's device (not in checkpoints).
+        self.register_buffer("test_score_thresh_per_class", thresholds, persistent=False)
+        self.test_class_agnostic_nms = test_class_agnostic_nms
         if amp_dtype is not None:
             keep_float32_where_bfloat16_conv_fails(self, enabled=self.training)
         if channels_last:
@@ -173,6 +184,8 @@ class FocalRetinaNet(RetinaNet):
             "sync_normalizer": normalizer.SYNC_ACROSS_WORKERS,
             "amp_dtype": amp_dtype if cfg.SOLVER.AMP.ENABLED else None,
             "channels_last": cfg.MODEL.FOCAL_RETINA.CHANNELS_LAST,
+            "test_score_thresh_per_class": list(cfg.MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS),
+            "test_class_agnostic_nms": cfg.MODEL.FOCAL_RETINA.TEST.CLASS_AGNOSTIC_NMS,
             "smooth_l1_beta": retina.SMOOTH_L1_LOSS_BETA,
             "box_reg_loss_type": retina.BBOX_REG_LOSS_TYPE,
             # Inference parameters:
@@ -355,6 +368,8 @@ class FocalRetinaNet(RetinaNet):
             topk_candidates=self.test_topk_candidates,
             nms_thresh=self.test_nms_thresh,
             max_detections=self.max_detections_per_image,
+            class_thresh=self.test_score_thresh_per_class,
+            class_agnostic=self.test_class_agnostic_nms,
         )
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
@@ -423,6 +438,16 @@ class _ExportedInstances(Instances):
 def _check_inference_config(cfg):
     retina = cfg.MODEL.RETINANET
     check_in_range("MODEL.RETINANET.SCORE_THRESH_TEST", retina.SCORE_THRESH_TEST, 0, 1)
+    per_class = list(cfg.MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS)
+    if per_class and (
+        len(per_class) != retina.NUM_CLASSES or not all(0 <= t <= 1 for t in per_class)
+    ):
+        raise ValueError(
+            f"MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS = {per_class} must hold one score "
+            f"threshold in [0, 1] per class, i.e. MODEL.RETINANET.NUM_CLASSES = "
+            f"{retina.NUM_CLASSES} values (or be empty to use MODEL.RETINANET.SCORE_THRESH_TEST "
+            "for every class)."
+        )
     check_in_range("MODEL.RETINANET.NMS_THRESH_TEST", retina.NMS_THRESH_TEST, 0, 1)
     check_at_least("MODEL.RETINANET.TOPK_CANDIDATES_TEST", retina.TOPK_CANDIDATES_TEST, 1)
     check_at_least("TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE, 1)

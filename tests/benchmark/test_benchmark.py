@@ -154,3 +154,20 @@ def test_benchmark_tool_on_tiny_sizes():
     rows = [line.split(" | ") for line in lines[model_at + 5 :]]
     assert [row[0].lstrip("| ") for row in rows] == list(losses)
     assert rows[0][2] == "1.00" and rows[0][4] == "1.00 |"
+
+
+def test_coco_eval_section_on_a_small_set():
+    command = [sys.executable, "tools/benchmark.py", "--section", "coco-eval", "--matmul-size",
+               "64", "--eval-images", "40", "--eval-repeats", "2"]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("## COCO bbox evaluation: "))
+    assert re.fullmatch(r"## COCO bbox evaluation: 40 images, \d+ ground-truth boxes in 80 "
+                        r"classes, 4000 detections", lines[at])  # fmt: skip
+    assert re.fullmatch(r"Same 12 statistics \(largest difference .*; AP 0\.\d{4}\)", lines[at + 1])
+    assert lines[at + 2] == "| backend | s per evaluation | speed-up |"
+    assert lines[at + 4].startswith("| pycocotools COCOeval | ") and lines[at + 4].endswith(
+        " 1.0x |"
+    )
+    assert lines[at + 5].startswith("| faster-coco-eval | ")

@@ -19,13 +19,10 @@ from tests.utils import QUICKSTART, REPO_ROOT, parse, run_main, tiny_overrides
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One short training run through main(), shared by the tests below."""
-    root = tmp_path_factory.mktemp("train")
-    output_dir = root / "output"
-    args = parse("--config-file", QUICKSTART, *tiny_overrides(root / "shapes", output_dir))
-    results = run_main(args)
-    return root, output_dir, results
+def trained(tiny_trained):
+    """One short training run through main() (tests/conftest.py), shared by the tests below."""
+    root, _, results = tiny_trained
+    return root, root / "train", results
 
 
 def test_train_and_evaluate(trained):
@@ -42,11 +39,11 @@ def test_train_and_evaluate(trained):
     assert checkpoint["iteration"] == 3
 
 
-def test_eval_only_reproduces_final_evaluation(trained):
+def test_eval_only_reproduces_final_evaluation(trained, tmp_path):
     root, output_dir, results = trained
     args = parse(
         "--config-file", QUICKSTART, "--eval-only",
-        *tiny_overrides(root / "shapes", root / "eval"),
+        *tiny_overrides(root / "shapes", tmp_path / "eval"),
         "MODEL.WEIGHTS", str(output_dir / "model_final.pth"),
     )  # fmt: skip
     # Same numbers (APl is NaN: no large objects in 64 px images).

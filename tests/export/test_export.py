@@ -30,7 +30,7 @@ from retina_plugin.export import (
     export_to,
     load_exported_function,
 )
-from tests.utils import CONFIGS_DIR, QUICKSTART, REPO_ROOT, parse, run_main, tiny_overrides
+from tests.utils import CONFIGS_DIR, QUICKSTART, REPO_ROOT
 
 # (height, width) of the test images: square, wide, tall, smaller than P7's stride, odd sizes.
 SIZES = [(64, 64), (40, 100), (130, 50), (33, 47)]
@@ -66,19 +66,17 @@ def _random_model(config_file, *opts):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_trained):
     """The quick start trained 4 steps on 64 px shapes; its config options and weights."""
-    root = tmp_path_factory.mktemp("export")
-    opts = tiny_overrides(root / "shapes", root / "train")
-    run_main(parse("--config-file", QUICKSTART, *opts))
-    return root, opts + ["MODEL.WEIGHTS", str(root / "train" / "model_final.pth")]
+    root, opts, _ = tiny_trained
+    return root, opts
 
 
 @pytest.fixture(scope="module")
-def exported(trained):
+def exported(trained, tmp_path_factory):
     """tools/export_model.py as a user runs it: all three formats, checked on the 8 test images."""
-    root, opts = trained
-    output = root / "exported"
+    _, opts = trained
+    output = tmp_path_factory.mktemp("exported")
     done = _tool("export_model", "--config-file", QUICKSTART, "--output", output,
                  "--format", "onnx", "torch-export", "torchscript", "onnx-int8",
                  "--opts", *opts)  # fmt: skip
@@ -133,13 +131,11 @@ def test_sizes_and_aspect_ratios(exported, name):
     assert boxes[:, 0::2].max() <= 90 and boxes[:, 1::2].max() <= 150 and boxes.min() >= 0
 
 
-def test_demo_with_exported_model(exported, tmp_path):
+def test_demo_with_exported_model(trained, exported, tmp_path):
     """tools/demo.py --model runs the ONNX file without PyTorch's model; same json as the
     PyTorch demo."""
     output, opts, _ = exported
-    shapes = next(
-        p for p in (output.parent / "shapes").iterdir() if p.name.startswith("shapes_val")
-    )
+    shapes = next(p for p in (trained[0] / "shapes").iterdir() if p.name.startswith("shapes_val"))
     done = _tool("demo", "--model", output / "model.onnx", "--input", shapes / "images",
                  "--output", tmp_path / "onnx", "--score-thresh", "0.2")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -190,13 +186,17 @@ def _trained_few_steps(loss, weights_path, steps=3):
         ("SigmoidCrossEntropyLoss", ["torchscript"]),
         ("OHEMCrossEntropyLoss", ["torchscript"]),
         ("SoftmaxFocalLoss", ["onnx", "torchscript"]),  # K + 1 logits, softmax
-        ("SigmoidFocalLossStar", ["onnx", "torchscript"]),  # sigmoid(gamma * x + beta)
+        ("SigmoidFocalLossStar", ["torchscript"]),  # sigmoid(gamma * x + beta)
     ],
 )
 def test_loss_family(loss, formats, tmp_path):
     """Each loss's scores (its class_scores) in the graph, after 3 training steps with that loss;
-    every score kept. Also Detectron2's scripting of the model."""
+    every score kept. Also Detectron2's scripting of the model. With softmax FL, the inference
+    options too: one NMS across classes, a score threshold per class."""
     opts = _trained_few_steps(loss, tmp_path / "weights.pth")
+    if loss == "SoftmaxFocalLoss":
+        opts += ["MODEL.FOCAL_RETINA.TEST.CLASS_AGNOSTIC_NMS", "True",
+                 "MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS", str([0.0, 0.01] * 4)]  # fmt: skip
     module = _random_model(QUICKSTART, *opts, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0")
     for export_format in formats:
         path = export_to(export_format, module, example_inputs(module), str(tmp_path))

@@ -74,3 +74,49 @@ def test_decode_detections_equals_detectron2_retinanet():
     assert torch.equal(boxes, expected.pred_boxes.tensor)
     assert torch.equal(top, expected.scores)
     assert torch.equal(classes, expected.pred_classes)
+
+
+def test_class_agnostic_nms_by_hand():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]], dtype=torch.float32)
+    scores = torch.tensor([0.8, 0.9, 0.6])
+    classes = torch.tensor([0, 1, 1])
+    # Per class: A (class 0) and B (class 1) both stay; across classes B (IoU 0.82) removes A.
+    assert batched_nms(boxes, scores, classes, 0.5, num_classes=2).tolist() == [1, 0, 2]
+    assert batched_nms(boxes, scores, classes, 0.5, 2, class_agnostic=True).tolist() == [1, 2]
+
+
+def test_per_class_score_thresholds_by_hand():
+    # 3 anchors x 3 classes; per class thresholds 0.5, 0.1, 0.9 in place of one of 0.3.
+    scores = torch.tensor([[0.6, 0.2, 0.95], [0.4, 0.05, 0.8], [0.3, 0.15, 0.5]])
+    top, index = top_candidates(scores, 0.3, topk=10, class_thresh=torch.tensor([0.5, 0.1, 0.9]))
+    # Passing: 0.6 (0, class 0), 0.2 (1, class 1), 0.95 (2, class 2), 0.15 (7, class 1).
+    assert index.tolist() == [2, 0, 1, 7]
+    _, index = top_candidates(scores, 0.3, topk=10)
+    assert index.tolist() == [2, 5, 0, 8, 3]  # 0.95, 0.8, 0.6, 0.5, 0.4 (0.3 is not above 0.3)
+
+
+def _model_detections(*opts):
+    cfg = tiny_config()
+    cfg.merge_from_list(["MODEL.RETINANET.NUM_CLASSES", 2, *opts])
+    model = build_model(cfg).eval()
+    anchors = [Boxes(torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]]).float())]
+    scores = [torch.tensor([[0.8, 0.3], [0.1, 0.9], [0.2, 0.04]])]
+    deltas = [torch.zeros(3, 4)]  # the boxes are the anchors
+    result = model.inference_single_image(anchors, scores, deltas, (40, 40))
+    return list(zip(result.scores.tolist(), result.pred_classes.tolist()))
+
+
+def test_the_options_through_the_model_config():
+    s09, s08, s02, s004 = (
+        0.8999999761581421,
+        0.800000011920929,
+        0.20000000298023224,
+        0.03999999910593033,
+    )
+    # SCORE_THRESH_TEST 0.05, per class: 0.8 removes 0.1 (class 0), 0.9 removes 0.3 (class 1).
+    assert _model_detections() == [(s09, 1), (s08, 0), (s02, 0)]
+    per_class = ["MODEL.FOCAL_RETINA.TEST.SCORE_THRESH_PER_CLASS", [0.5, 0.01]]
+    assert _model_detections(*per_class) == [(s09, 1), (s08, 0), (s004, 1)]
+    # Across classes the 0.9 box (anchor 1) also removes anchor 0's 0.8 box (IoU 0.82).
+    agnostic = ["MODEL.FOCAL_RETINA.TEST.CLASS_AGNOSTIC_NMS", True]
+    assert _model_detections(*agnostic) == [(s09, 1), (s02, 0)]

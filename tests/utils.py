@@ -95,12 +95,17 @@ def unregister_datasets(*names):
 
 def run_main(args):
     """What train_net.py's main() does, through the package (tests of train_net.py as users run
-    it start it as a process)."""
+    it start it as a process). Gives up OUTPUT_DIR's lock afterwards, as the end of a
+    train_net.py process does."""
     from retina_plugin.engine import Trainer, setup
+    from retina_plugin.engine.output_lock import release_output_dir
 
     cfg = setup(args)
-    if args.eval_only:
-        return Trainer.evaluate_checkpoint(cfg, resume=args.resume)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        if args.eval_only:
+            return Trainer.evaluate_checkpoint(cfg, resume=args.resume)
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+    finally:
+        release_output_dir(cfg.OUTPUT_DIR)

@@ -7,7 +7,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from ..checks import check_at_least
-from .coco_json import load_checked_coco_json
+from .coco_json import load_checked_coco_json, naming_the_dataset
 from .shapes import SHAPES_MIN_IMAGE_SIZE, register_shapes_datasets
 
 __all__ = ["register_datasets_from_config", "check_dataset_config", "check_num_classes"]
@@ -106,7 +106,8 @@ def check_num_classes(cfg, dataset_names):
         metadata = MetadataCatalog.get(name)
         classes = metadata.get("thing_classes")
         if classes is None:
-            DatasetCatalog.get(name)  # loading a COCO json fills in thing_classes
+            with naming_the_dataset(name):
+                DatasetCatalog.get(name)  # loading a COCO json fills in thing_classes
             classes = metadata.get("thing_classes")
         if classes is not None and len(classes) != num_classes:
             source = metadata.get("json_file", name)

@@ -8,14 +8,22 @@ second parse costs nothing that matters, and a good json is never parsed twice).
 """
 
 import collections
+import contextlib
 import json
 import logging
 import os
 from typing import Optional
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-__all__ = ["CocoJsonError", "find_coco_json_problem", "load_checked_coco_json"]
+__all__ = [
+    "CocoJsonError",
+    "DatasetLoadError",
+    "find_coco_json_problem",
+    "load_checked_coco_json",
+    "naming_the_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +39,53 @@ _MAX_LISTED = 10
 
 class CocoJsonError(ValueError):
     """A COCO json that cannot be loaded as it is; the message names the file and the entry."""
+
+
+class DatasetLoadError(ValueError):
+    """A registered dataset that failed to load; the message names it, its json and the fault."""
+
+
+# What a dataset's loading function raises on a broken file (Detectron2's load_coco_json and
+# pycocotools: JSON errors, missing keys, asserts on duplicate ids, a missing file).
+_LOAD_ERRORS = (json.JSONDecodeError, UnicodeDecodeError, KeyError, AssertionError, TypeError,
+                IndexError, ValueError, OSError)  # fmt: skip
+
+
+@contextlib.contextmanager
+def naming_the_dataset(name: str):
+    """
+    Re-raise an error of loading dataset `name` (any registered function: Detectron2's
+    ``register_coco_instances``, one's own ``DatasetCatalog.register``) as
+    :class:`DatasetLoadError` naming the dataset, its json file where Detectron2's metadata
+    records one, and the fault: for malformed JSON the line and column; for a json that parses,
+    the checks of :func:`find_coco_json_problem` (which then reads it once more: the run is
+    stopping). The plug-in's own errors, which name all that already, pass unchanged.
+    """
+    try:
+        yield
+    except (CocoJsonError, DatasetLoadError):
+        raise
+    except _LOAD_ERRORS as error:
+        if name not in DatasetCatalog:
+            raise  # Detectron2's "not registered" error lists the registered datasets
+        raise _load_error(name, error) from error
+
+
+def _load_error(name: str, error: Exception) -> DatasetLoadError:
+    json_file = MetadataCatalog.get(name).get("json_file") if name in MetadataCatalog else None
+    where = f"dataset {name!r}" + (f" from {json_file}" if json_file else "")
+    if isinstance(error, json.JSONDecodeError):
+        detail = (
+            f"{json_file or 'its json'} is not valid JSON: {error.msg} at line {error.lineno}, "
+            f"column {error.colno}"
+        )
+    else:
+        detail = None
+        if json_file and os.path.isfile(json_file):
+            with contextlib.suppress(OSError, ValueError):
+                detail = find_coco_json_problem(_read_json(json_file), json_file)
+        detail = (detail or f"{type(error).__name__}: {error}").rstrip(".")
+    return DatasetLoadError(f"Could not load {where}: {detail}.")
 
 
 def load_checked_coco_json(json_file: str, image_root: str, dataset_name: str) -> list[dict]:

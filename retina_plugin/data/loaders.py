@@ -31,6 +31,7 @@ from detectron2.data.samplers import (
 from detectron2.utils import comm
 
 from .boxes import BoxCounts, sanitize_boxes
+from .coco_json import naming_the_dataset
 from .mapper import RobustDatasetMapper
 from .stream import ResumableBatchStream
 
@@ -82,7 +83,8 @@ def build_test_loader(cfg, dataset_name: str, mapper=None):
     ``RobustDatasetMapper(cfg, False)`` unless `mapper` is given. Boxes are not sanitised:
     ``COCOEvaluator`` reads the ground truth from the json itself."""
     mapper = mapper if mapper is not None else RobustDatasetMapper(cfg, False)
-    return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+    with naming_the_dataset(dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
 
 def load_train_datasets(cfg) -> dict[str, list[dict]]:
@@ -101,16 +103,17 @@ def load_train_datasets(cfg) -> dict[str, list[dict]]:
     filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     per_dataset, problems = {}, []
     for index, name in enumerate(names):
-        dicts = get_detection_dataset_dicts(
-            [name],
-            filter_empty=False,  # after sanitising, below
-            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-            if cfg.MODEL.KEYPOINT_ON
-            else 0,
-            proposal_files=[cfg.DATASETS.PROPOSAL_FILES_TRAIN[index]]
-            if cfg.MODEL.LOAD_PROPOSALS
-            else None,
-        )
+        with naming_the_dataset(name):
+            dicts = get_detection_dataset_dicts(
+                [name],
+                filter_empty=False,  # after sanitising, below
+                min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+                if cfg.MODEL.KEYPOINT_ON
+                else 0,
+                proposal_files=[cfg.DATASETS.PROPOSAL_FILES_TRAIN[index]]
+                if cfg.MODEL.LOAD_PROPOSALS
+                else None,
+            )
         if not isinstance(dicts, list):
             raise TypeError(
                 f"Training dataset {name!r} is a {type(dicts).__name__}, not a list of records: "

@@ -11,6 +11,7 @@ from detectron2.utils.logger import setup_logger
 from ..config import load_config
 from ..data import register_datasets_from_config
 from ..evaluation import check_coco_eval_backend
+from .output_lock import OutputDirInUse, lock_output_dir
 
 __all__ = ["setup"]
 
@@ -32,6 +33,7 @@ def setup(args):
     if fell_back_to_cpu:
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    _lock_output_dir(cfg.OUTPUT_DIR)  # before anything is written there
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retina_plugin")
     if fell_back_to_cpu:
@@ -49,3 +51,18 @@ def setup(args):
     )
     register_datasets_from_config(cfg)
     return cfg
+
+
+def _lock_output_dir(output_dir: str):
+    """Worker 0 takes OUTPUT_DIR's lock (output_lock.py); if another run holds it, every worker
+    stops here, before writing anything."""
+    error = None
+    if comm.get_rank() == 0:
+        try:
+            lock_output_dir(output_dir)
+        except OutputDirInUse as in_use:
+            error = str(in_use)
+    if comm.get_world_size() > 1:
+        error = comm.all_gather(error)[0]
+    if error:
+        raise OutputDirInUse(error)

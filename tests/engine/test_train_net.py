@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,6 +146,23 @@ def test_resume_after_kill(trained, tmp_path):
         if last_checkpoint.exists() and last_checkpoint.read_text().strip() >= "model_0000005.pth":
             break
         time.sleep(0.1)
+    # A second run on the folder (a second terminal, a resubmitted job) is refused before it
+    # writes anything, naming the first; the first run goes on.
+    config_yaml = (output_dir / "config.yaml").read_bytes()
+    second = _run_train_net("--resume", "--config-file", QUICKSTART, *overrides)
+    assert second.returncode == 1, second.stderr[-3000:]
+    message = (
+        rf"retina_plugin\.engine\.output_lock\.OutputDirInUse: OUTPUT_DIR "
+        rf"{re.escape(os.path.realpath(output_dir))} is in use by another run \(pid {process.pid} "
+        rf"on {re.escape(socket.gethostname())}, started \S+: \S+ \S+train_net\.py "
+        rf"--config-file \S+quickstart\.yaml .*\): two runs would overwrite each other's "
+        r"checkpoints and results\. Wait for it to end or stop it \(then --resume continues "
+        r"from its last checkpoint\), or choose another OUTPUT_DIR\."
+    )
+    assert re.fullmatch(message, second.stderr.strip().splitlines()[-1]), second.stderr[-2000:]
+    assert (output_dir / "config.yaml").read_bytes() == config_yaml
+    assert process.poll() is None
+    # Killed (no clean-up): its lock goes with it, and --resume works at once.
     process.send_signal(signal.SIGKILL)
     process.wait()
     last = last_checkpoint.read_text().strip()

@@ -65,7 +65,8 @@ class FocalRetinaNetWithTTA(nn.Module):
             batch = views[start : start + self.batch_size]
             transforms = [view.pop("transforms") for view in batch]
             for view in batch:  # detections in the view's own pixels
-                view.pop("height", None), view.pop("width", None)
+                view.pop("height", None)
+                view.pop("width", None)
             outputs = self.model(batch)
             for output, transform in zip(outputs, transforms):
                 found = output["instances"].to("cpu")

@@ -11,13 +11,19 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import coco_evaluation
+from detectron2.structures import Boxes, Instances
 from faster_coco_eval import COCOeval_faster
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina_plugin.evaluation import COCOEvaluatorWithBackend, resolve_coco_eval_backend
+from retina_plugin.evaluation import (
+    COCOEvaluatorWithBackend,
+    check_coco_eval_backend,
+    resolve_coco_eval_backend,
+)
 from tests.utils import QUICKSTART, REPO_ROOT, parse, run_main, unregister_datasets
 
 KEY = "TEST.FOCAL_RETINA.COCO_EVAL_BACKEND"
@@ -101,11 +107,19 @@ def test_random_detections_on_many_images(tmp_path):
     _assert_same_statistics(COCO(str(path)), results)
 
 
-def _evaluate(name, backend, predictions, output_dir):
+def _evaluate(name, backend, image_ids, output_dir):
+    """The evaluator's public path (reset, process, evaluate), no detection in any image."""
     evaluator = COCOEvaluatorWithBackend(name, tasks=("bbox",), output_dir=output_dir,
                                          backend=backend)  # fmt: skip
     evaluator.reset()
-    evaluator._predictions = predictions
+    for image_id in image_ids:
+        empty = Instances(
+            (100, 120),
+            pred_boxes=Boxes(torch.zeros(0, 4)),
+            scores=torch.zeros(0),
+            pred_classes=torch.zeros(0, dtype=torch.int64),
+        )
+        evaluator.process([{"image_id": image_id}], [{"instances": empty}])  # fmt: skip
     return evaluator.evaluate()
 
 
@@ -113,8 +127,7 @@ def test_no_detections_gives_nan_like_detectron2(tmp_path):
     json_file, _ = _hand_made_set(tmp_path)
     register_coco_instances("hand_made", {}, json_file, str(tmp_path))
     try:
-        empty = [{"image_id": i, "instances": []} for i in (1, 2, 3, 4)]
-        results = {b: _evaluate("hand_made", b, empty, str(tmp_path / b))["bbox"]
+        results = {b: _evaluate("hand_made", b, (1, 2, 3, 4), str(tmp_path / b))["bbox"]
                    for b in ("pycocotools", "faster_coco_eval")}  # fmt: skip
     finally:
         unregister_datasets("hand_made")
@@ -164,8 +177,6 @@ def test_bad_backend_through_train_net(tmp_path, value, message):
 
 
 def test_faster_coco_eval_not_installed_is_explained(monkeypatch):
-    from retina_plugin.evaluation import check_coco_eval_backend
-
     monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # as if not installed
     with pytest.raises(ValueError) as error:
         check_coco_eval_backend("faster_coco_eval")

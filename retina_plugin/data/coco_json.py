@@ -18,6 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 __all__ = [
+    "check_unique_image_ids",
     "CocoJsonError",
     "DatasetLoadError",
     "find_coco_json_problem",
@@ -86,6 +87,52 @@ def _load_error(name: str, error: Exception) -> DatasetLoadError:
                 detail = find_coco_json_problem(_read_json(json_file), json_file)
         detail = (detail or f"{type(error).__name__}: {error}").rstrip(".")
     return DatasetLoadError(f"Could not load {where}: {detail}.")
+
+
+def check_unique_image_ids(dataset_name: str, num_images: int):
+    """
+    Raise :class:`DatasetLoadError` if the json of dataset `dataset_name` (its metadata's
+    ``json_file``), loaded as `num_images` records, lists an image id more than once:
+    pycocotools keeps one image per id and gives it the annotations of all of them, so boxes
+    would be drawn on the wrong picture. A good json is not parsed again: its ``"file_name"``
+    keys are counted (a byte scan), and only more of them than records means a parse.
+    """
+    json_file = MetadataCatalog.get(dataset_name).get("json_file")
+    if (
+        not json_file
+        or not os.path.isfile(json_file)
+        or _count(json_file, b'"file_name"') <= (num_images)
+    ):
+        return
+    try:
+        images = _read_json(json_file)["images"]
+        counts = collections.Counter(image["id"] for image in images)
+    except (OSError, ValueError, TypeError, KeyError):  # not COCO: not ours to judge
+        return
+    duplicates = [image_id for image_id, count in counts.items() if count > 1]
+    if duplicates:
+        raise DatasetLoadError(
+            f"Could not load dataset {dataset_name!r} from {json_file}: image ids must be "
+            f"unique, but {len(duplicates)} ids occur more than once: "
+            f"{_listed(duplicates)}. pycocotools keeps one image per id, with the "
+            "annotations of all of them. Give every image its own id."
+        )
+
+
+def _count(path: str, pattern: bytes, chunk_size: int = 1 << 24) -> int:
+    count, tail = 0, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            data = tail + chunk
+            count += data.count(pattern)
+            # Keep a partial match at the end for the next chunk (never a whole one: counted).
+            tail = data[-(len(pattern) - 1) :]
+    return count
+
+
+def _listed(ids: list) -> str:
+    listed = ", ".join(repr(i) for i in ids[:_MAX_LISTED])
+    return listed + (", ..." if len(ids) > _MAX_LISTED else "")
 
 
 def load_checked_coco_json(json_file: str, image_root: str, dataset_name: str) -> list[dict]:
@@ -182,11 +229,9 @@ def find_coco_json_problem(dataset, json_file: str) -> Optional[str]:
     counts = collections.Counter(annotation["id"] for annotation in annotations)
     duplicates = [ann_id for ann_id, count in counts.items() if count > 1]
     if duplicates:
-        listed = ", ".join(repr(ann_id) for ann_id in duplicates[:_MAX_LISTED])
-        listed += ", ..." if len(duplicates) > _MAX_LISTED else ""
         return (
             f"{json_file}: annotation ids must be unique, but {len(duplicates)} ids occur more "
-            f"than once: {listed}. Give every annotation its own id."
+            f"than once: {_listed(duplicates)}. Give every annotation its own id."
         )
     return None
 

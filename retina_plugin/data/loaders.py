@@ -31,7 +31,7 @@ from detectron2.data.samplers import (
 from detectron2.utils import comm
 
 from .boxes import BoxCounts, sanitize_boxes
-from .coco_json import naming_the_dataset
+from .coco_json import check_unique_image_ids, naming_the_dataset
 from .mapper import RobustDatasetMapper
 from .stream import ResumableBatchStream
 
@@ -84,7 +84,11 @@ def build_test_loader(cfg, dataset_name: str, mapper=None):
     ``COCOEvaluator`` reads the ground truth from the json itself."""
     mapper = mapper if mapper is not None else RobustDatasetMapper(cfg, False)
     with naming_the_dataset(dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        # What Detectron2's from_config does with (cfg, dataset_name), the records in hand.
+        dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+    if isinstance(dicts, list):
+        check_unique_image_ids(dataset_name, len(dicts))
+    return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
 def load_train_datasets(cfg) -> dict[str, list[dict]]:
@@ -120,6 +124,7 @@ def load_train_datasets(cfg) -> dict[str, list[dict]]:
                 "retina-plugin checks the boxes of each record before training, so register a "
                 "function that returns list[dict] (Detectron2's dataset format)."
             )
+        check_unique_image_ids(name, len(dicts))
         dicts, counts = sanitize_boxes(dicts, name)
         if filter_empty:
             dicts = filter_images_with_only_crowd_annotations(dicts)

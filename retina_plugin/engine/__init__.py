@@ -6,6 +6,7 @@ from .ddp import create_ddp_model
 from .launch import WorkerEnvironment, join_process_group, launch, torchrun_environment
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
+from .output_files import OutputWriteError
 from .predictor import SafePredictor
 from .resume import check_iterations_left
 from .safe_load import UnsafeCheckpointError, load_pickled_weights, load_torch_checkpoint
@@ -21,6 +22,7 @@ __all__ = [
     "WorkerEnvironment",
     "join_process_group",
     "SafeCheckpointer",
+    "OutputWriteError",
     "SafePredictor",
     "AnyDeviceAMPTrainer",
     "build_train_step",

@@ -3,7 +3,8 @@ changes the model, and loading that never runs code from a file.
 
 Detectron2 writes ``model_*.pth`` and ``last_checkpoint`` in place: a crash or a full disk during
 a save leaves a truncated file, and ``last_checkpoint`` may name it. Here every write goes to a
-temporary file that is renamed over the target only once complete, and ``--resume`` falls back
+temporary file that is renamed over the target only once complete (a failed one stops the run
+naming the file and the OS error: ``output_files.py``), and ``--resume`` falls back
 to the newest complete checkpoint (with a warning) when ``last_checkpoint`` is empty, unreadable
 or names a missing or broken file. A resume into a model of other shapes (e.g. another
 ``NUM_CLASSES``) is refused (see ``resume.py``), and every file is read as weights only
@@ -17,6 +18,7 @@ import zipfile
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .output_files import AtomicFile
 from .resume import check_model_fits_checkpoint
 from .safe_load import load_model_zoo_pickle, load_pycls_checkpoint, load_torch_checkpoint
 
@@ -25,31 +27,7 @@ __all__ = ["SafeCheckpointer"]
 logger = logging.getLogger(__name__)
 
 _TAG = "last_checkpoint"
-
-
-class _AtomicFile:
-    """``with _AtomicFile(path, mode) as f``: f writes `path`.tmp, renamed to `path` on success."""
-
-    def __init__(self, path: str, mode: str):
-        self._path, self._mode = path, mode
-        self._tmp_path = f"{path}.tmp-{os.getpid()}"
-
-    def __enter__(self):
-        self._file = open(self._tmp_path, self._mode)
-        return self._file
-
-    def __exit__(self, exc_type, exc, traceback):
-        try:
-            if exc_type is None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
-        if exc_type is None:
-            os.replace(self._tmp_path, self._path)
-        else:
-            os.remove(self._tmp_path)
-        return False
+_KEPT = "last_checkpoint still names the previous complete checkpoint; no partial file was left."
 
 
 class _AtomicWrites:
@@ -63,7 +41,7 @@ class _AtomicWrites:
 
     def open(self, path: str, mode: str = "r", **kwargs):
         if "w" in mode and "://" not in path:
-            return _AtomicFile(path, mode)
+            return AtomicFile(path, mode, kept=_KEPT)
         return self._path_manager.open(path, mode, **kwargs)
 
 

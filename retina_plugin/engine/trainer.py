@@ -18,7 +18,6 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.utils import comm
 from detectron2.utils.events import (
     CommonMetricPrinter,
-    JSONWriter,
     TensorboardXWriter,
     get_event_storage,
 )
@@ -33,6 +32,7 @@ from .checkpoint import SafeCheckpointer
 from .ddp import create_ddp_model
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
+from .output_files import MetricsJSONWriter
 from .preemption import PreemptionHook
 from .results import write_final_results
 from .resume import check_iterations_left
@@ -143,7 +143,7 @@ class Trainer(DefaultTrainer):
         window = self.cfg.SOLVER.FOCAL_RETINA.LOG_PERIOD
         return [
             MetricPrinter(self.max_iter, window_size=window),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=window),
+            MetricsJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window),
             TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window),
         ]
 

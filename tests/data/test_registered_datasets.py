@@ -73,3 +73,43 @@ def test_an_unknown_category_in_the_test_set(shapes, tmp_path):
         f"has category_id 99, which is not in 'categories' (ids {ids}). Add the category or fix "
         "the annotation."
     )
+
+
+def _duplicate_image_id(good, broken):
+    """`good` with its second image given the first image's id (pycocotools would merge them)."""
+    data = json.loads(good.read_text())
+    first, second = data["images"][:2]
+    for annotation in data["annotations"]:
+        if annotation["image_id"] == second["id"]:
+            annotation["image_id"] = first["id"]
+    second["id"] = first["id"]
+    broken.write_text(json.dumps(data))
+    return (
+        f"Could not load dataset {{!r}} from {broken}: image ids must be unique, but 1 ids occur "
+        f"more than once: {first['id']!r}. pycocotools keeps one image per id, with the "
+        "annotations of all of them. Give every image its own id."
+    )
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_duplicate_image_ids(shapes, tmp_path, split):
+    """In training, and in evaluation (--eval-only: the test loader loads the test set)."""
+    root, good, images = shapes
+    broken = tmp_path / f"{split}.json"
+    message = _duplicate_image_id(good, broken)
+    if split == "train":
+        last_line = _run(root, broken, good, images)
+    else:
+        last_line = _run(root, good, broken, images, "--eval-only")
+    name = "my_train" if split == "train" else "my_val"
+    assert last_line == "retina_plugin.data.coco_json.DatasetLoadError: " + message.format(name)
+
+
+def test_file_name_keys_counted_across_chunks(tmp_path):
+    """The byte scan that spares a good json a second parse finds "file_name" (key or value: a
+    count above the records only leads to a parse) also where it spans two chunks."""
+    from retina_plugin.data.coco_json import _count
+
+    path = tmp_path / "a.json"
+    path.write_bytes(b'{"file_name": 1, "file_name": 2, "x": "file_name", "file_name"}')
+    assert [_count(str(path), b'"file_name"', chunk_size=n) for n in (3, 7, 11, 64)] == [4] * 4

@@ -13,6 +13,8 @@ from typing import Optional
 
 from detectron2.structures import BoxMode
 
+from .images import displayed_size
+
 __all__ = ["BoxCounts", "sanitize_boxes"]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,10 @@ def sanitize_boxes(dataset_dicts: list[dict], dataset_name: str) -> tuple[list[d
     Check the boxes of the records `dataset_dicts` (Detectron2's dataset format) of one dataset:
     drop boxes with a non-finite coordinate, with zero or negative width or height, or wholly
     outside the image (``width`` x ``height`` of the record); clip boxes partly outside the image
-    to it. Logs one line with the counts.
+    to it. The image's frame is the one Detectron2's reader gives it: for a file whose EXIF
+    orientation turns it by 90 degrees and whose json gives its stored size, width and height
+    swap (see ``images.displayed_size``; read only for records with a box outside the json's
+    frame). Logs one line with the counts.
 
     Records without ``width`` / ``height`` are only checked for finite, non-empty boxes. Boxes
     that need no change keep their original values exactly.
@@ -72,10 +77,17 @@ def sanitize_boxes(dataset_dicts: list[dict], dataset_name: str) -> tuple[list[d
             sanitized.append(record)
             continue
         size = (record.get("width"), record.get("height"))
+        checked = [_check_box(annotation, *size) for annotation in annotations]
+        if size[0] is not None and size[1] is not None and "file_name" in record:
+            # A box outside the json's frame may lie inside the image as it is shown (and read):
+            # an EXIF-rotated file whose json gives its stored size. Only then is the file read.
+            if any(reason == "outside" or bbox is not None for reason, bbox in checked):
+                shown = displayed_size(record["file_name"], size)
+                if shown != size:
+                    checked = [_check_box(annotation, *shown) for annotation in annotations]
         kept = []
-        for annotation in annotations:
+        for annotation, (reason, bbox) in zip(annotations, checked):
             counts.boxes += 1
-            reason, bbox = _check_box(annotation, *size)
             if reason is not None:
                 setattr(counts, reason, getattr(counts, reason) + 1)
                 continue

@@ -23,7 +23,13 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_first_n
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "ImageSizeMismatchError", "read_image_file", "check_image_size"]
+__all__ = [
+    "ImageReadError",
+    "ImageSizeMismatchError",
+    "read_image_file",
+    "check_image_size",
+    "displayed_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,29 @@ def read_image_file(
         raise ImageReadError(
             f"Cannot convert image {file_name!r} (PIL mode {image.mode!r}) to {format}: {error}."
         ) from None
+
+
+# EXIF orientations that turn the image by 90 degrees (Detectron2's reader transposes them).
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def displayed_size(file_name: str, json_size: tuple) -> tuple:
+    """
+    The (width, height) in which the boxes of image `file_name` lie when the json gives
+    `json_size`: Detectron2's reader applies the EXIF orientation, so for a file whose EXIF turns
+    it by 90 degrees and whose json gives its stored size, the turned size; else `json_size`.
+    Reads the file's header only; a file that cannot be read keeps `json_size` (the mapper
+    reports it when it reads the image).
+    """
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            stored, orientation = image.size, image.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - any unreadable file: reported by the mapper, named
+        return json_size
+    if tuple(json_size) == stored and orientation in _TRANSPOSING_ORIENTATIONS:
+        return stored[1], stored[0]
+    return json_size
 
 
 def _open_fully(file_name: str) -> Image.Image:

@@ -18,6 +18,7 @@ from retina_plugin.data import (
     RobustDatasetMapper,
     read_image_file,
 )
+from retina_plugin.data.boxes import sanitize_boxes
 from tests.data_files import truncate, write_image
 
 BOX = [10, 5, 30, 20]  # x, y, w, h in the displayed 64 x 48 image
@@ -204,6 +205,24 @@ def test_exif_rotated_jpeg_boxes_line_up(tmp_path, json_size):
     grown[max(y0 - 2, 0) : y1 + 2, max(x0 - 2, 0) : x1 + 2] = True
     assert image[~grown].max() < 60
     np.testing.assert_array_equal(read_image_file(path)[0], d2_utils.read_image(path, "BGR"))
+
+
+def test_exif_rotated_jpeg_boxes_are_clipped_in_the_displayed_frame(tmp_path):
+    """The json gives the stored size (48 x 64); the boxes lie in the displayed 64 x 48 image,
+    as Detectron2 reads it. One box lies right of x = 48 (outside the stored frame), one crosses
+    the displayed right edge: the first is kept, the second clipped at x = 64, not at 48."""
+    path = exif_rotated_jpeg(tmp_path / "rotated.jpg")
+    right, crossing = [50, 30, 12, 10], [40, 2, 40, 8]  # x, y, w, h
+    (sanitized,), counts = sanitize_boxes([record(path, 48, 64, [right, crossing])], "exif")
+    assert [a["bbox"] for a in sanitized["annotations"]] == [right, [40.0, 2.0, 24.0, 8.0]]
+    assert (counts.outside, counts.clipped) == (0, 1)
+    out = mapper()(sanitized)
+    assert out["instances"].gt_boxes.tensor.tolist() == [[50, 30, 62, 40], [40, 2, 64, 10]]
+    # The same json on an upright file of the stored size: the first box is outside it.
+    upright = save(np.full((64, 48, 3), 20, dtype=np.uint8), tmp_path / "upright.jpg")
+    (sanitized,), counts = sanitize_boxes([record(upright, 48, 64, [right, crossing])], "plain")
+    assert [a["bbox"] for a in sanitized["annotations"]] == [[40.0, 2.0, 8.0, 8.0]]
+    assert (counts.outside, counts.clipped) == (1, 1)
 
 
 def test_json_size_that_disagrees_with_the_file(tmp_path):

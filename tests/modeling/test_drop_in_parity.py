@@ -2,7 +2,12 @@
 
 Only MODEL.META_ARCHITECTURE differs: weights load strictly, and losses, gradients and detections
 agree, so Detectron2 RetinaNet checkpoints work unchanged.
+
+On the CPU by default; RETINA_TEST_DEVICE=cuda runs the same comparisons on a GPU, with TF32 off
+(tools/gpu_check.py does), so that both models compute in full float32 there too.
 """
+
+import os
 
 import pytest
 import torch
@@ -10,15 +15,20 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.utils.events import EventStorage
 
 from retina_plugin import FocalRetinaNet
-from retina_plugin.benchmark import detectron2_retinanet_pair
+from retina_plugin.benchmark import detectron2_retinanet_pair, tf32_disabled
 from tests.utils import random_batch
+
+DEVICE = os.environ.get("RETINA_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="module")
 def models():
-    reference, ours = detectron2_retinanet_pair("cpu")
-    assert type(reference) is RetinaNet and type(ours) is FocalRetinaNet
-    return reference, ours
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"RETINA_TEST_DEVICE={DEVICE}: needs CUDA")
+    with tf32_disabled():  # a no-op on the CPU
+        reference, ours = detectron2_retinanet_pair(DEVICE)
+        assert type(reference) is RetinaNet and type(ours) is FocalRetinaNet
+        yield reference, ours
 
 
 def test_state_dict_keys_identical(models):

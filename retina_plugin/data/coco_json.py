@@ -98,11 +98,9 @@ def check_unique_image_ids(dataset_name: str, num_images: int):
     keys are counted (a byte scan), and only more of them than records means a parse.
     """
     json_file = MetadataCatalog.get(dataset_name).get("json_file")
-    if (
-        not json_file
-        or not os.path.isfile(json_file)
-        or _count(json_file, b'"file_name"') <= (num_images)
-    ):
+    if not json_file or not os.path.isfile(json_file):
+        return
+    if _count(json_file, b'"file_name"') <= num_images:
         return
     try:
         images = _read_json(json_file)["images"]

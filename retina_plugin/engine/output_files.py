@@ -29,7 +29,9 @@ class OutputWriteError(OSError):
 
     def __init__(self, path: str, os_error: OSError, kept: str):
         reason = f"[Errno {os_error.errno}] {os_error.strerror}" if os_error.errno else os_error
-        super().__init__(f"Could not write {path}: {reason}. {kept} {_RESUME}".replace("  ", " "))
+        super().__init__(
+            " ".join(filter(None, (f"Could not write {path}: {reason}.", kept, _RESUME)))
+        )
         self.path, self.os_error = path, os_error  # (not errno/filename: they would reformat it)
 
 

@@ -41,6 +41,7 @@ def test_a_killed_loader_worker_ends_the_run_naming_it(tiny_trained, tmp_path):
                 break
             time.sleep(0.2)
         assert process.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+        assert len(workers) == 2, "no 2 data-loader workers within 240 s"
         time.sleep(1.0)  # a few iterations in
         victim = workers[0]
         os.kill(victim, signal.SIGKILL)

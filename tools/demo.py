@@ -41,7 +41,13 @@ def get_parser():
         "--score-thresh",
         type=float,
         default=DEFAULT_SCORE_THRESH,
-        help="draw boxes scoring at least this",
+        help="draw boxes scoring at least this (when none does, the best 3 are drawn in grey)",
+    )
+    parser.add_argument(
+        "--ground-truth",
+        metavar="DATASET_OR_JSON",
+        help="a COCO json file or a dataset registered by the config: the images it annotates are "
+        "drawn with their ground truth on the left",
     )
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     return parser

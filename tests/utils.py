@@ -56,8 +56,15 @@ def generate_tiny_shapes(shapes_root):
         generate_shapes_split(str(shapes_root), split, count, image_size=64)
 
 
-def tiny_shapes_overrides(shapes_root, max_iter=4):
-    """KEY VALUE overrides of the quickstart: 24 + 8 shapes images of 64 px, 2 images per step."""
+def tiny_shapes_overrides(shapes_root, max_iter=4, device="cpu"):
+    """KEY VALUE overrides of the quickstart: 24 + 8 shapes images of 64 px, 2 images per step,
+    on `device` (MODEL.DEVICE; None: the config's, Detectron2's default cuda in the quickstart).
+
+    The tests compare CPU results (numbers measured here, 2 gloo processes), so they say so:
+    without MODEL.DEVICE they would train on a GPU where there is one, and ``--num-gpus 2`` would
+    mean 2 GPUs. With MODEL.DEVICE cpu, ``--num-gpus 2`` starts 2 CPU workers (gloo) whatever
+    GPUs the machine has (retina_plugin.engine.launch)."""
+    device_opts = [] if device is None else ["MODEL.DEVICE", device]
     return [
         "DATASETS.FOCAL_RETINA.SHAPES.ROOT", str(shapes_root),
         "DATASETS.FOCAL_RETINA.SHAPES.NUM_TRAIN", "24",
@@ -69,16 +76,23 @@ def tiny_shapes_overrides(shapes_root, max_iter=4):
         "SOLVER.WARMUP_ITERS", "2", "DATALOADER.NUM_WORKERS", "0",
         # After 4 steps few scores pass 0.05; with none, COCOEvaluator reports NaN.
         "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
-    ]  # fmt: skip
+    ] + device_opts  # fmt: skip
 
 
-def tiny_overrides(shapes_root, output_dir, max_iter=4):
-    """The quickstart on 24 + 8 shapes images of 64 px, 2 images per step, into `output_dir`."""
-    return tiny_shapes_overrides(shapes_root, max_iter) + [
+def tiny_overrides(shapes_root, output_dir, max_iter=4, device="cpu"):
+    """The quickstart on 24 + 8 shapes images of 64 px, 2 images per step, into `output_dir`, on
+    `device` (see tiny_shapes_overrides)."""
+    return tiny_shapes_overrides(shapes_root, max_iter, device) + [
         "SOLVER.STEPS", "()", "SEED", "0",
         "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "2",
         "OUTPUT_DIR", str(output_dir),
     ]  # fmt: skip
+
+
+def environment_without_gpus() -> dict:
+    """This process's environment with no GPU visible (CUDA_VISIBLE_DEVICES empty), for a child
+    process that must find CUDA unusable on any machine."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def parse(*argv):

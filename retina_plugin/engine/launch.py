@@ -8,8 +8,14 @@ spawned here. The process group is initialised from its environment (``RANK``, `
 ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), Detectron2's
 local process group is created (so ``comm.get_local_rank()`` / ``get_local_size()`` are right),
 and a GPU worker takes the device of its local rank, as Detectron2's own workers do.
+
+Before any worker starts, the run's device is checked (:mod:`retina_plugin.engine.device`):
+``--num-gpus N`` or ``MODEL.DEVICE cuda`` where CUDA is not usable is refused. Workers of a CPU
+run (``MODEL.DEVICE cpu``) meet with gloo: Detectron2's ``launch`` picks NCCL wherever it sees a
+GPU, so the workers it spawns for a CPU run are started with no GPU visible.
 """
 
+import contextlib
 import functools
 import logging
 import multiprocessing
@@ -26,6 +32,13 @@ from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
+from ..config import load_config
+from .device import (
+    check_gpus_per_machine,
+    device_written_in,
+    process_group_backend,
+    resolve_device,
+)
 from .preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
 
 __all__ = ["WorkerEnvironment", "torchrun_environment", "join_process_group", "launch"]
@@ -90,7 +103,10 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
     Run ``main_func(args)`` in every worker of the run described by ``args`` (Detectron2's
     ``default_argument_parser()``): under torchrun in this process, as one worker of torchrun's
     process group; otherwise through Detectron2's ``launch``, which spawns ``args.num_gpus``
-    workers on this machine (CPU processes with gloo where there is no GPU).
+    workers on this machine (GPU workers with NCCL; CPU workers, ``MODEL.DEVICE cpu``, with gloo).
+
+    Raises :class:`~retina_plugin.engine.device.CudaUnavailable` before any worker starts when
+    the run asks for GPUs where CUDA is not usable (see :mod:`retina_plugin.engine.device`).
 
     A run stopped by a preemption signal (:mod:`retina_plugin.engine.preemption`) exits with
     status ``PREEMPTED_EXIT_CODE`` (75); a process that spawned workers forwards SIGTERM, SIGUSR1
@@ -99,18 +115,23 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
     worker = functools.partial(_exit_when_preempted, main_func)
     env = torchrun_environment()
     if env is None:
+        num_workers = args.num_gpus * args.num_machines
+        device = _run_device(args, num_workers, _workers_flags(args))
+        if device.startswith("cuda"):
+            check_gpus_per_machine(args.num_gpus, torch.cuda.device_count())
         if args.num_gpus > 1:
             _forward_signals_to_workers()
         try:
-            return detectron2_launch(
-                worker,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-                timeout=timeout,
-            )
+            with _gpus_hidden(num_workers > 1 and process_group_backend(device) == "gloo"):
+                return detectron2_launch(
+                    worker,
+                    args.num_gpus,
+                    num_machines=args.num_machines,
+                    machine_rank=args.machine_rank,
+                    dist_url=args.dist_url,
+                    args=(args,),
+                    timeout=timeout,
+                )
         except ProcessExitedException as error:
             if error.exit_code != PREEMPTED_EXIT_CODE:
                 raise
@@ -121,8 +142,39 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
             "torchrun starts the workers itself, one process each. Leave both at 1 and give "
             "torchrun --nproc-per-node N (and --nnodes M) instead."
         )
-    join_process_group(env, timeout)
+    device = _run_device(args, env.world_size, f"torchrun's WORLD_SIZE {env.world_size}")
+    join_process_group(env, timeout, device=device)
     return worker(args)
+
+
+def _run_device(args, num_workers: int, workers: str) -> str:
+    """The device of the run of `args` (:func:`~retina_plugin.engine.device.resolve_device`)."""
+    cfg = load_config(args.config_file, args.opts)
+    written_in = device_written_in(args.config_file, args.opts)
+    return resolve_device(cfg.MODEL.DEVICE, written_in, num_workers, workers)
+
+
+def _workers_flags(args) -> str:
+    flags = f"--num-gpus {args.num_gpus}"
+    return flags + (f" --num-machines {args.num_machines}" if args.num_machines > 1 else "")
+
+
+@contextlib.contextmanager
+def _gpus_hidden(hidden: bool):
+    """Workers spawned in this context see no GPU when `hidden` (CUDA_VISIBLE_DEVICES empty):
+    Detectron2's launch then gives CPU workers gloo, and no GPU or CUDA context each."""
+    if not hidden:
+        yield
+        return
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
 
 
 def _exit_when_preempted(main_func: Callable, args):
@@ -143,12 +195,18 @@ def _forward_signals_to_workers():
         signal.signal(signum, forward)
 
 
-def join_process_group(env: WorkerEnvironment, timeout=DEFAULT_TIMEOUT, launcher="torchrun"):
+def join_process_group(
+    env: WorkerEnvironment, timeout=DEFAULT_TIMEOUT, launcher="torchrun", device=None
+):
     """What Detectron2's ``_distributed_worker`` does for a worker it spawned, for a worker that
     `launcher` started: the process group (``env://``: ``MASTER_ADDR``, ``MASTER_PORT``), the
-    local group, the device of the local rank."""
-    has_gpu = torch.cuda.is_available()
-    if has_gpu and env.local_rank >= torch.cuda.device_count():
+    local group, the device of the local rank. `device` is the run's ``MODEL.DEVICE``: ``cpu``
+    joins with gloo and takes no GPU; None takes a GPU (NCCL) where there is one, as Detectron2's
+    ``launch``."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_gpu = device.startswith("cuda")
+    if on_gpu and env.local_rank >= torch.cuda.device_count():
         hint = {
             "torchrun": "use --nproc-per-node <= the number of GPUs",
             "slurm": "ask for as many tasks per node as GPUs per node",
@@ -158,14 +216,13 @@ def join_process_group(env: WorkerEnvironment, timeout=DEFAULT_TIMEOUT, launcher
             f"{torch.cuda.device_count()} GPU(s): {hint}."
         )
     if env.world_size > 1:
-        # Detectron2's launch picks the backend the same way.
         dist.init_process_group(
-            backend="nccl" if has_gpu else "gloo",
+            backend=process_group_backend(device),
             rank=env.rank,
             world_size=env.world_size,
             timeout=timeout,
         )
         comm.create_local_process_group(env.local_world_size)
-    if has_gpu:
+    if on_gpu:
         torch.cuda.set_device(env.local_rank)
     comm.synchronize()

@@ -2,8 +2,10 @@
 
 import logging
 import os
+from typing import Optional
 
 import torch
+import torch.distributed as dist
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -11,9 +13,10 @@ from detectron2.utils.logger import setup_logger
 from ..config import load_config
 from ..data import register_datasets_from_config
 from ..evaluation import check_coco_eval_backend
+from .device import check_process_group, device_written_in, resolve_device
 from .output_lock import OutputDirInUse, lock_output_dir
 
-__all__ = ["setup"]
+__all__ = ["setup", "threads_per_worker"]
 
 logger = logging.getLogger("retina_plugin")
 
@@ -24,33 +27,52 @@ def setup(args):
     read as plain YAML (no Python tags run); Detectron2's ``default_setup`` (logging, the config
     saved to OUTPUT_DIR, the seed); the datasets named in ``DATASETS.FOCAL_RETINA`` registered.
 
-    Without a GPU, ``MODEL.DEVICE cuda`` becomes ``cpu`` with a warning; processes on one
-    machine share its cores on the CPU.
+    ``MODEL.DEVICE`` is checked against the machine (:mod:`retina_plugin.engine.device`): where
+    CUDA is not usable, Detectron2's default ``cuda`` becomes ``cpu`` with a warning for a run
+    of one worker, and is refused otherwise (:class:`~retina_plugin.engine.device.CudaUnavailable`).
+    Workers on one machine share its cores (``torch.set_num_threads``), GPU workers too.
     """
     cfg = load_config(args.config_file, args.opts)
     check_coco_eval_backend(cfg.TEST.FOCAL_RETINA.COCO_EVAL_BACKEND)
-    fell_back_to_cpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
-    if fell_back_to_cpu:
-        cfg.MODEL.DEVICE = "cpu"
+    configured_device, world_size = cfg.MODEL.DEVICE, comm.get_world_size()
+    cfg.MODEL.DEVICE = resolve_device(
+        configured_device,
+        device_written_in(args.config_file, args.opts),
+        world_size,
+        f"WORLD_SIZE {world_size}",
+    )
+    check_process_group(cfg.MODEL.DEVICE)
     cfg.freeze()
     _lock_output_dir(cfg.OUTPUT_DIR)  # before anything is written there
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retina_plugin")
-    if fell_back_to_cpu:
+    if cfg.MODEL.DEVICE != configured_device:
         logger.warning("No CUDA device is available: training and testing on the CPU.")
-    if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
-        # Processes on one machine share its cores rather than each using all of them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    if comm.get_local_size() > 1:
+        torch.set_num_threads(threads_per_worker(comm.get_local_size()))
     logger.info(
-        "Worker %d of %d; on this machine %d of %d; %d torch threads",
+        "Worker %d of %d; on this machine %d of %d; %d torch threads; %s, %s",
         comm.get_rank(),
-        comm.get_world_size(),
+        world_size,
         comm.get_local_rank(),
         comm.get_local_size(),
         torch.get_num_threads(),
+        cfg.MODEL.DEVICE,
+        f"{dist.get_backend()} process group" if world_size > 1 else "one process",
     )
     register_datasets_from_config(cfg)
     return cfg
+
+
+def threads_per_worker(local_size: int, cores: Optional[int] = None) -> int:
+    """
+    The torch threads of each of `local_size` workers on a machine of `cores` cores (default:
+    ``os.cpu_count()``): an equal share, at least 1. Without a cap each worker takes every core
+    for its intra-op threads, N workers oversubscribe the machine N times; GPU workers too, whose
+    loss, matching and data copies run partly on the CPU (Detectron2's launch sets no cap).
+    """
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    return max(1, cores // local_size)
 
 
 def _lock_output_dir(output_dir: str):

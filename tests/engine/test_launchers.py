@@ -106,14 +106,18 @@ def runs(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", RUNS)
 def test_workers_know_their_place(runs, kind):
-    """Rank, world size, local rank and size as Detectron2's comm reports them, and the cores
-    shared by the processes of one machine (THREADS each)."""
+    """Rank, world size, local rank and size as Detectron2's comm reports them, the cores
+    shared by the processes of one machine (THREADS each), and the gloo backend of CPU workers
+    (each launcher, also where GPUs are visible)."""
     local_size = 2 if kind.endswith("1x2") else 1
     for rank, log in ((0, "log.txt"), (1, "log.txt.rank1")):
         local_rank = rank if local_size == 2 else 0
         with open(runs[kind] / log) as f:
             text = f.read()
-        expected = f"Worker {rank} of 2; on this machine {local_rank} of {local_size}; {THREADS} torch threads"
+        expected = (
+            f"Worker {rank} of 2; on this machine {local_rank} of {local_size}; {THREADS} torch "
+            "threads; cpu, gloo process group"  # MODEL.DEVICE cpu: gloo, GPUs or not
+        )
         assert expected in text, kind
 
 

@@ -12,6 +12,15 @@ live in the package (``retina_plugin.engine``); to change how something is built
 ``Trainer`` here as in Detectron2's tools/train_net.py.
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 from detectron2.engine import default_argument_parser
 
 from retina_plugin.engine import Trainer, launch, setup

@@ -12,6 +12,15 @@ boxes; writes anchor_stats.png, anchor_stats.csv (one row per box) and anchor_st
 --output-dir. See retina_plugin/analysis/anchor_coverage.py.
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 import argparse
 
 from retina_plugin.analysis import anchor_coverage_report

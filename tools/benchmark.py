@@ -17,6 +17,15 @@ cost are measured in fresh processes (``python -m retina_plugin.benchmark.probe`
 lives in retina_plugin.benchmark; this is its command line.
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 import argparse
 
 from retina_plugin.benchmark import LossProblem, bench_loss, bench_model, print_machine

@@ -19,6 +19,15 @@ if no step failed or ran over. ``--smoke`` shrinks every step (tiny sizes, a few
 The logic lives in retina_plugin.benchmark.gpu_check; this is its command line.
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 import argparse
 import dataclasses
 import sys

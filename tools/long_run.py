@@ -14,6 +14,15 @@ Linux only (reads /proc). Extra ``KEY VALUE`` pairs override the config. The log
 retina_plugin.benchmark.long_run; this is its command line.
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 import argparse
 
 from retina_plugin.benchmark import run_long_training, shapes_overrides

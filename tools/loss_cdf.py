@@ -12,6 +12,15 @@ losses, an anchor for the softmax focal loss (see retina_plugin/analysis/loss_cd
 PNG and, beside it, a CSV of the curves; prints the share of the loss the hardest samples carry.
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 import argparse
 
 from retina_plugin.analysis import PAPER_GAMMAS, loss_cdf_report

@@ -8,6 +8,15 @@ p_t of the ground-truth class, for several gamma, computed with retina_plugin.si
 writes the PNG and, beside it, a CSV of the plotted values.
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 import argparse
 
 from retina_plugin.analysis import FIGURE_1_GAMMAS, focal_loss_figure

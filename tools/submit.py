@@ -17,6 +17,15 @@ resumes there (retina_plugin.slurm.job). --train-script runs another train_net.p
 own Trainer subclass).
 """
 
+import warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and fvcore call as they are imported;
+# their two FutureWarnings tell a user nothing to do. Silenced for those two imports only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn.focal_loss  # noqa: F401
+
 import argparse
 import os
 import sys

@@ -18,8 +18,8 @@ VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 D2_REPUBLICATION="sal-detectron2==0.7.2"
 # The republication's metadata pins numpy<2 (current opencv-python needs numpy>=2, and detectron2
-# runs on numpy 2) and omits fvcore and iopath, so it is installed with --no-deps and these are
-# its real runtime dependencies.
+# runs on numpy 2) and omits fvcore and iopath: scripts/retag_wheel.py corrects both, and the
+# wheel is installed with --no-deps, then these, its real runtime dependencies.
 D2_RUNTIME_DEPS=(Pillow matplotlib "pycocotools>=2.0.2" "termcolor>=1.1" "yacs>=0.1.8" tabulate
   cloudpickle "tqdm>4.29.0" tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" black packaging
   fvcore iopath)
@@ -33,6 +33,7 @@ on_error() {
     venv) echo "Check that '$PYTHON -m venv' works (Debian: apt-get install python3-venv), or set PYTHON." >&2 ;;
     torch) echo "Set TORCH_SPEC to a torch>=2.1 build for your machine, e.g. TORCH_SPEC='torch torchvision'." >&2 ;;
     detectron2) echo "Install detectron2 into $VENV yourself or set DETECTRON2_SPEC (README.md, section 'Installing'; docs/INSTALL.md)." >&2 ;;
+    check) echo "The lines above name each package whose requirements are not met: install what they ask for into $VENV, or delete $VENV and run 'make setup' again." >&2 ;;
     *) echo "Delete $VENV and run 'make setup' again; if it fails again, the message above names the package." >&2 ;;
   esac
 }
@@ -67,7 +68,22 @@ else
 fi
 
 step=detectron2
-if venv_can "import detectron2"; then
+install_republication() {
+  rm -rf "$CACHE_DIR" && mkdir -p "$CACHE_DIR"
+  "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps \
+    --only-binary=:all: --python-version 3.10 -d "$CACHE_DIR" "$D2_REPUBLICATION"
+  # Re-tagged for any Python 3, with corrected requirements (scripts/retag_wheel.py).
+  wheel=$("$VENV/bin/python" scripts/retag_wheel.py "$CACHE_DIR"/sal_detectron2-*-cp310-*.whl "$CACHE_DIR")
+  pip_install --no-deps --force-reinstall "$wheel"
+  pip_install "${D2_RUNTIME_DEPS[@]}"
+}
+# A republication installed by an older `make setup` still requires numpy<2.
+old_republication="import importlib.metadata as m, sys
+sys.exit(not any(r.startswith('numpy<2') for r in m.requires('sal-detectron2') or []))"
+if venv_can "$old_republication"; then
+  echo "[setup] re-installing $D2_REPUBLICATION with corrected requirements"
+  install_republication
+elif venv_can "import detectron2"; then
   echo "[setup] detectron2 $("$VENV/bin/python" -c 'import detectron2; print(detectron2.__version__)') already installed"
 elif [ -n "${DETECTRON2_SPEC:-}" ]; then
   echo "[setup] installing detectron2 from $DETECTRON2_SPEC"
@@ -75,12 +91,7 @@ elif [ -n "${DETECTRON2_SPEC:-}" ]; then
   pip_install --no-build-isolation "$DETECTRON2_SPEC"
 else
   echo "[setup] installing detectron2 from PyPI's $D2_REPUBLICATION (Python-only, see docs/INSTALL.md)"
-  rm -rf "$CACHE_DIR" && mkdir -p "$CACHE_DIR"
-  "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps \
-    --only-binary=:all: --python-version 3.10 -d "$CACHE_DIR" "$D2_REPUBLICATION"
-  wheel=$("$VENV/bin/python" scripts/retag_wheel.py "$CACHE_DIR"/sal_detectron2-*-cp310-*.whl "$CACHE_DIR")
-  pip_install --no-deps "$wheel"
-  pip_install "${D2_RUNTIME_DEPS[@]}"
+  install_republication
 fi
 
 step=retina-plugin
@@ -95,7 +106,10 @@ else
 fi
 
 step=check
-"$VENV/bin/python" - <<'PY'
+# No broken requirements left (pip check prints them and fails otherwise).
+"$VENV/bin/python" -m pip check --disable-pip-version-check
+# (-W: Detectron2's and fvcore's imports warn that torch 2.14 deprecates torch.jit.script.)
+"$VENV/bin/python" -W "ignore:\`torch.jit.script\` is deprecated:FutureWarning" - <<'PY'
 import importlib.metadata as md
 import setuptools, torch, detectron2, retina_plugin
 

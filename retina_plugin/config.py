@@ -59,8 +59,10 @@ def add_retina_plugin_config(cfg: CN) -> CN:
     _C.MODEL.FOCAL_RETINA.COMPILE = True
     # With SOLVER.AMP.ENABLED, the backbone and head run under torch.autocast with this dtype, in
     # training and inference; losses, box decoding and NMS stay float32. "auto": bfloat16 on the
-    # CPU, float16 on CUDA (Detectron2's AMPTrainer then scales the gradients); or "bfloat16",
-    # "float16".
+    # CPU, float16 on CUDA; "native": the fastest 16-bit type the device has in hardware (bfloat16
+    # on Ampere or later GPUs and on CPUs with AVX512-BF16 or AMX, float16 on older GPUs) and
+    # float32 on a CPU without (emulated bfloat16 is slower than float32); or "bfloat16",
+    # "float16". float16 on CUDA trains with gradient scaling (Detectron2's AMPTrainer).
     _C.MODEL.FOCAL_RETINA.AMP_DTYPE = "auto"
     # Keep conv weights, and so activations, channels-last (NHWC). Measured on 2 CPU cores at
     # R50-FPN 2 x 512 px: training steps 10-11% and inference 10-14% faster (docs/PERFORMANCE.md,

@@ -1,6 +1,6 @@
 """Training: the plug-in's Trainer and the pieces of Detectron2's loop it builds differently."""
 
-from .amp import AnyDeviceAMPTrainer, build_train_step
+from .amp import build_train_step, check_amp_dtype_supported
 from .checkpoint import SafeCheckpointer
 from .ddp import create_ddp_model
 from .launch import WorkerEnvironment, join_process_group, launch, torchrun_environment
@@ -24,7 +24,7 @@ __all__ = [
     "SafeCheckpointer",
     "OutputWriteError",
     "SafePredictor",
-    "AnyDeviceAMPTrainer",
+    "check_amp_dtype_supported",
     "build_train_step",
     "create_ddp_model",
     "build_lr_scheduler",

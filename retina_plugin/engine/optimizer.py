@@ -27,7 +27,21 @@ def build_optimizer(cfg, model) -> torch.optim.Optimizer:
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
         optimizer = torch.optim.AdamW(
-            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            **_fastest_implementation(params),
         )
         return maybe_add_gradient_clipping(cfg, optimizer)
     raise ValueError(f"SOLVER.FOCAL_RETINA.OPTIMIZER = {name!r} is not one of {OPTIMIZERS}.")
+
+
+def _fastest_implementation(param_groups: list[dict]) -> dict:
+    """AdamW's fused kernel (one kernel over all parameters: 5x faster than the per-tensor loop
+    that is PyTorch's default on the CPU, docs/PERFORMANCE.md), where this PyTorch has it for the
+    parameters' device: CUDA, and the CPU from torch 2.4; else the multi-tensor (foreach) one."""
+    devices = {p.device.type for group in param_groups for p in group["params"]}
+    cpu_fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+    if devices <= ({"cuda", "cpu"} if cpu_fused else {"cuda"}) and len(devices) == 1:
+        return {"fused": True}
+    return {"foreach": True}

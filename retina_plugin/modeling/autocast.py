@@ -16,23 +16,73 @@ autocast makes it.
 """
 
 import contextlib
+import functools
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AMP_DTYPES", "autocast", "keep_float32_where_bfloat16_conv_fails"]
+__all__ = [
+    "AMP_DTYPES",
+    "autocast",
+    "cpu_has_native_bfloat16",
+    "keep_float32_where_bfloat16_conv_fails",
+    "resolve_amp_dtype",
+]
 
-# MODEL.FOCAL_RETINA.AMP_DTYPE -> dtype ("auto": bfloat16 on the CPU, float16 on CUDA).
-AMP_DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# MODEL.FOCAL_RETINA.AMP_DTYPE -> dtype ("auto" and "native" depend on the device: see
+# resolve_amp_dtype).
+AMP_DTYPES = {"auto": None, "native": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@functools.cache
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX), where bfloat16
+    convolutions and matrix products are faster than float32 ones. Elsewhere PyTorch emulates
+    bfloat16, which is slower than float32 (measured: docs/PERFORMANCE.md)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+@functools.cache
+def _cuda_has_native_bfloat16() -> bool:
+    # Compute capability 8.0 (Ampere) and later; what torch >= 2.3 reports with
+    # is_bf16_supported(including_emulation=False).
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
+def resolve_amp_dtype(
+    amp_dtype: Optional[str], device_type: str, native_cpu_bfloat16: Optional[bool] = None
+) -> Optional[torch.dtype]:
+    """
+    The autocast dtype of MODEL.FOCAL_RETINA.AMP_DTYPE `amp_dtype` on `device_type`, or None for
+    full float32 (also for `amp_dtype` None, i.e. SOLVER.AMP.ENABLED off):
+
+    * "bfloat16", "float16": that dtype;
+    * "auto": bfloat16 on the CPU, float16 on CUDA;
+    * "native": the 16-bit type the device computes fastest, or None where there is none:
+      bfloat16 on CUDA GPUs that support it (Ampere and later; no gradient scaling needed),
+      float16 on older ones, bfloat16 on a CPU with AVX512-BF16 or AMX, and None (float32) on
+      other CPUs. `native_cpu_bfloat16` overrides the CPU's answer (tests).
+    """
+    if amp_dtype is None:
+        return None
+    if amp_dtype == "native":
+        if device_type == "cuda":
+            return torch.bfloat16 if _cuda_has_native_bfloat16() else torch.float16
+        if native_cpu_bfloat16 is None:
+            native_cpu_bfloat16 = cpu_has_native_bfloat16()
+        return torch.bfloat16 if device_type == "cpu" and native_cpu_bfloat16 else None
+    return AMP_DTYPES[amp_dtype] or (torch.float16 if device_type == "cuda" else torch.bfloat16)
 
 
 def autocast(amp_dtype: Optional[str], device_type: str):
     """``torch.autocast`` for MODEL.FOCAL_RETINA.AMP_DTYPE `amp_dtype` on `device_type`; a null
-    context for None (full precision)."""
-    if amp_dtype is None:
+    context where it resolves to full precision (:func:`resolve_amp_dtype`)."""
+    dtype = resolve_amp_dtype(amp_dtype, device_type)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = AMP_DTYPES[amp_dtype] or (torch.float16 if device_type == "cuda" else torch.bfloat16)
     return torch.autocast(device_type, dtype=dtype)
 
 

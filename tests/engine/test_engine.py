@@ -1,10 +1,12 @@
 import pytest
 import torch
+from detectron2.engine.train_loop import AMPTrainer, SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from retina_plugin.engine import build_optimizer
-from retina_plugin.engine.amp import AnyDeviceAMPTrainer
+from retina_plugin.engine.amp import build_train_step, check_amp_dtype_supported
+from retina_plugin.modeling.autocast import resolve_amp_dtype
 from tests.utils import random_batch, tiny_config
 
 
@@ -31,6 +33,28 @@ def test_adamw_with_detectron2_parameter_rules():
     }
     assert decay[id(model.head.cls_subnet[1].weight)] == 0.0  # a GroupNorm weight
     assert decay[id(model.head.cls_score.weight)] == 0.05
+    # One fused kernel over all parameters (torch >= 2.4 on the CPU), not the per-tensor loop.
+    assert {group["fused"] for group in optimizer.param_groups} == {True}
+
+
+def test_fused_adamw_step_equals_the_per_tensor_loop():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.SOLVER.FOCAL_RETINA.OPTIMIZER = "AdamW"
+    cfg.SOLVER.WEIGHT_DECAY = 0.05
+    model = build_model(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    copies = [p.detach().clone().requires_grad_() for p in params]
+    fused = build_optimizer(cfg, model)
+    loop = torch.optim.AdamW(copies, lr=cfg.SOLVER.BASE_LR, weight_decay=0.05, foreach=False)
+    for _ in range(3):
+        for p, q in zip(params, copies):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        loop.step()
+    for p, q in zip(params, copies):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
 
 
 def test_unknown_optimizer():
@@ -83,15 +107,52 @@ def test_cpu_autocast_inference_boxes_in_float32(amp_model):
     )
 
 
-def test_amp_trainer_takes_a_plain_step_on_cpu(amp_model):
+def test_amp_on_cpu_takes_detectron2s_plain_step(amp_model):
+    """bfloat16 needs no gradient scaling: SimpleTrainer's step (the model autocasts itself)."""
+    cfg = tiny_config()
+    cfg.SOLVER.AMP.ENABLED = True
     amp_model.train()
     batch = random_batch((2, 1), num_classes=3, size=(96, 128))
     optimizer = torch.optim.SGD(amp_model.parameters(), lr=0.01)
-    trainer = AnyDeviceAMPTrainer(amp_model, [batch], optimizer)
+    trainer = build_train_step(cfg, amp_model, [batch], optimizer)
+    assert type(trainer) is SimpleTrainer and not isinstance(trainer, AMPTrainer)
     before = amp_model.head.cls_score.weight.detach().clone()
     with EventStorage():
         trainer.run_step()  # Detectron2's AMPTrainer asserts CUDA here
     assert not torch.equal(before, amp_model.head.cls_score.weight)
+
+
+@pytest.mark.parametrize(
+    "amp_dtype, device, native_bfloat16, expected",
+    [
+        (None, "cpu", True, None),  # SOLVER.AMP.ENABLED False
+        ("auto", "cpu", False, torch.bfloat16),
+        ("auto", "cuda", False, torch.float16),
+        ("native", "cpu", True, torch.bfloat16),
+        ("native", "cpu", False, None),  # emulated bfloat16 is slower than float32
+        ("bfloat16", "cpu", False, torch.bfloat16),
+        ("float16", "cuda", True, torch.float16),
+    ],
+)
+def test_resolve_amp_dtype(amp_dtype, device, native_bfloat16, expected):
+    assert resolve_amp_dtype(amp_dtype, device, native_cpu_bfloat16=native_bfloat16) is expected
+
+
+def test_native_amp_dtype_on_a_cpu_without_bfloat16_is_float32(amp_model):
+    """ "native" on a CPU without AVX512-BF16/AMX: no autocast at all (the head stays float32)."""
+    amp_model.amp_dtype = "native"
+    head_dtypes = []
+    amp_model.head.register_forward_hook(lambda m, i, out: head_dtypes.append(out[0][0].dtype))
+    amp_model.eval()
+    expected = resolve_amp_dtype("native", "cpu") or torch.float32  # this machine's answer
+    with torch.no_grad():
+        amp_model([{"image": torch.rand(3, 64, 64) * 255}])
+    assert head_dtypes == [expected]
+
+
+def test_amp_dtype_check_passes_on_the_cpu():
+    for dtype in (None, torch.bfloat16, torch.float16):
+        check_amp_dtype_supported(dtype, torch.device("cpu"))  # raises on pre-Ampere GPUs only
 
 
 def test_bad_amp_dtype():
@@ -100,5 +161,6 @@ def test_bad_amp_dtype():
     with pytest.raises(ValueError) as error:
         build_model(cfg)
     assert str(error.value) == (
-        "MODEL.FOCAL_RETINA.AMP_DTYPE = 'float8' is not one of ('auto', 'bfloat16', 'float16')."
+        "MODEL.FOCAL_RETINA.AMP_DTYPE = 'float8' is not one of "
+        "('auto', 'native', 'bfloat16', 'float16')."
     )

@@ -119,10 +119,12 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
         device = _run_device(args, num_workers, _workers_flags(args))
         if device.startswith("cuda"):
             check_gpus_per_machine(args.num_gpus, torch.cuda.device_count())
-        if args.num_gpus > 1:
-            _forward_signals_to_workers()
-        try:
-            with _gpus_hidden(num_workers > 1 and process_group_backend(device) == "gloo"):
+        with contextlib.ExitStack() as stack:
+            if args.num_gpus > 1:
+                stack.enter_context(_signals_forwarded_to_workers())
+            if num_workers > 1 and process_group_backend(device) == "gloo":
+                stack.enter_context(_gpus_hidden())
+            try:
                 return detectron2_launch(
                     worker,
                     args.num_gpus,
@@ -132,10 +134,10 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
                     args=(args,),
                     timeout=timeout,
                 )
-        except ProcessExitedException as error:
-            if error.exit_code != PREEMPTED_EXIT_CODE:
-                raise
-            sys.exit(PREEMPTED_EXIT_CODE)  # the workers logged what was saved
+            except ProcessExitedException as error:
+                if error.exit_code != PREEMPTED_EXIT_CODE:
+                    raise
+                sys.exit(PREEMPTED_EXIT_CODE)  # the workers logged what was saved
     if args.num_gpus != 1 or args.num_machines != 1:
         raise ValueError(
             f"--num-gpus {args.num_gpus} --num-machines {args.num_machines} under torchrun: "
@@ -160,12 +162,9 @@ def _workers_flags(args) -> str:
 
 
 @contextlib.contextmanager
-def _gpus_hidden(hidden: bool):
-    """Workers spawned in this context see no GPU when `hidden` (CUDA_VISIBLE_DEVICES empty):
-    Detectron2's launch then gives CPU workers gloo, and no GPU or CUDA context each."""
-    if not hidden:
-        yield
-        return
+def _gpus_hidden():
+    """Workers spawned in this context see no GPU (CUDA_VISIBLE_DEVICES empty): Detectron2's
+    launch then gives CPU workers gloo, and no GPU or CUDA context each."""
     previous = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
@@ -186,13 +185,21 @@ def _exit_when_preempted(main_func: Callable, args):
         sys.exit(PREEMPTED_EXIT_CODE)
 
 
-def _forward_signals_to_workers():
+@contextlib.contextmanager
+def _signals_forwarded_to_workers():
+    """SIGTERM, SIGUSR1 and SIGUSR2 forwarded to the spawned workers; the previous handlers
+    afterwards."""
+
     def forward(signum, frame):
         for child in multiprocessing.active_children():
             os.kill(child.pid, signum)
 
-    for signum in _FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def join_process_group(

@@ -3,13 +3,17 @@ are refused through train_net.py, with the reason; the quick start's default dev
 to the CPU for one process; CPU workers meet with gloo; the threads of workers sharing a machine.
 """
 
+import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
+from detectron2.utils import comm
 
+from retina_plugin.engine import launch
 from retina_plugin.engine.device import (
     check_gpus_per_machine,
     describe_cuda_state,
@@ -24,6 +28,7 @@ from tests.utils import (
     QUICKSTART,
     REPO_ROOT,
     environment_without_gpus,
+    parse,
     tiny_shapes_overrides,
 )
 
@@ -109,6 +114,30 @@ def test_threads_per_worker():
     assert threads_per_worker(2, cores=2) == 1
     assert threads_per_worker(8, cores=4) == 1  # at least one
     assert threads_per_worker(1, cores=16) == 16
+
+
+def _report_worker(args):
+    """A train_net main that writes what its worker sees: its GPUs and its process group."""
+    report = {
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "backend": torch.distributed.get_backend(),
+    }
+    with open(os.path.join(args.report_dir, f"rank{comm.get_rank()}.json"), "w") as f:
+        json.dump(report, f)
+
+
+def test_cpu_workers_meet_with_gloo_and_see_no_gpu(tmp_path):
+    """Detectron2's launch of 2 workers for MODEL.DEVICE cpu: gloo, no GPU visible in the workers
+    (so also on a machine with GPUs, where it would pick NCCL); this process's environment and
+    signal handlers are left as they were."""
+    args = parse("--num-gpus", "2", "--config-file", QUICKSTART, "MODEL.DEVICE", "cpu")
+    args.report_dir = str(tmp_path)
+    before = os.environ.get("CUDA_VISIBLE_DEVICES"), signal.getsignal(signal.SIGTERM)
+    launch(_report_worker, args)
+    assert (os.environ.get("CUDA_VISIBLE_DEVICES"), signal.getsignal(signal.SIGTERM)) == before
+    for rank in (0, 1):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            assert json.load(f) == {"CUDA_VISIBLE_DEVICES": "", "backend": "gloo"}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ import math
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import nms
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -18,8 +17,13 @@ from .base import (
     positive_pairs,
 )
 from .functional import float32_or_wider, sigmoid_focal_loss_from_labels
+from .ranked_nms import dependency_closure, nms_in_rank_order
 
 __all__ = ["OHEMCrossEntropyLoss", "select_hard_examples"]
+
+# The most anchors decided to learn the fate of positives far down the loss ranking; a larger
+# set (a low NMS threshold) is left to deciding the ranking in order.
+_CLOSURE_LIMIT = 2048
 
 
 @CLASSIFICATION_LOSS_REGISTRY.register()
@@ -151,29 +155,79 @@ def select_hard_examples(
     Returns:
         (R,) bool: the chosen anchors.
 
-    Greedy NMS keeps or drops an anchor by looking only at anchors of higher loss, so NMS over
-    the L highest-loss anchors decides those L exactly as NMS over all R would. The candidates
-    therefore start at a few times B and double only until the kept ones settle the choice:
-    the result equals NMS over every anchor, without its R x R cost (R is ~10^5 on COCO).
+    The result is that of NMS over every valid anchor in descending loss order (ties: in index
+    order, as torchvision's CPU NMS breaks them), without its R x R cost (R is ~10^5 on COCO).
+    Greedy NMS keeps or drops an anchor by looking only at anchors of higher loss, so the
+    anchors are decided in loss order, in bounded chunks (:mod:`.ranked_nms`), from the top
+    4 B down, doubling, until the batch is settled. When an image has fewer than f B positives,
+    the batch also needs the fate of every positive, however low its loss: those are decided
+    together with only the anchors that their fate depends on
+    (:func:`~.ranked_nms.dependency_closure`), not with every anchor of higher loss.
     """
     valid = (labels >= 0).nonzero().squeeze(1)
-    order = valid[losses[valid].argsort(descending=True)]
-    is_positive = labels[order] != background
-    num_positives_total = int(is_positive.sum())
-    num_candidates = min(len(order), 4 * batch_size)
+    order = valid[losses[valid].argsort(descending=True, stable=True)]
+    ranked_boxes = boxes[order]  # rank r: the anchor of the r-th highest loss
+    ranked_positive = labels[order] != background
+    positive_ranks = ranked_positive.nonzero().squeeze(1)
+    kept = positive_ranks[:0]
+    decided, num_candidates = 0, min(len(order), 4 * batch_size)
+    closure_limit = _CLOSURE_LIMIT
     while True:
-        candidates = order[:num_candidates]
-        kept = candidates[nms(boxes[candidates], losses[candidates], nms_thresh)]
-        covers_positives = int(is_positive[:num_candidates].sum()) == num_positives_total
+        new_ranks = torch.arange(decided, num_candidates, device=boxes.device)
+        kept = nms_in_rank_order(ranked_boxes, kept, new_ranks, nms_thresh)
+        decided = num_candidates
+        later_positives = positive_ranks[positive_ranks >= decided]
+        if (
+            closure_limit
+            and len(later_positives)
+            and _waiting_for_positives_only(ranked_positive[kept], batch_size, positive_fraction)
+        ):
+            closure = dependency_closure(
+                ranked_boxes, later_positives, decided, nms_thresh, closure_limit
+            )
+            closure_limit = 0  # one try: a larger `decided` would find much the same closure
+            if closure is not None:
+                later_kept = nms_in_rank_order(ranked_boxes, kept, closure, nms_thresh)
+                later_kept = later_kept[len(kept) :]
+                # The negatives below rank `decided` are not all decided: only positives join.
+                kept = torch.cat([kept, later_kept[ranked_positive[later_kept]]])
+                later_positives = later_positives[:0]
         chosen, settled = _take_batch(
-            kept, labels[kept] != background, batch_size, positive_fraction, covers_positives
+            kept, ranked_positive[kept], batch_size, positive_fraction, len(later_positives) == 0
         )
-        if settled or num_candidates == len(order):
+        if settled or decided == len(order):
             break
         num_candidates = min(len(order), 2 * num_candidates)
     selected = torch.zeros_like(labels, dtype=torch.bool)
-    selected[chosen] = True
+    selected[order[chosen]] = True
     return selected
+
+
+def _num_negatives(num_positives: int, batch_size: int, positive_fraction: float) -> int:
+    """At most (1 - f) / f negatives per positive, and B in all."""
+    negatives_per_positive = (1 - positive_fraction) / positive_fraction
+    return min(
+        batch_size - num_positives, math.floor(num_positives * negatives_per_positive + 1e-6)
+    )
+
+
+def _waiting_for_positives_only(
+    kept_positive: Tensor, batch_size: int, positive_fraction: float
+) -> bool:
+    """
+    With a ratio, whether the anchors kept so far (`kept_positive`: which are positives) hold
+    fewer than f B positives but the negatives for any number of positives up to f B.
+    """
+    if positive_fraction < 0:
+        return False
+    num_positives = int(kept_positive.sum())
+    max_positives = int(batch_size * positive_fraction)
+    most_negatives = max(
+        _num_negatives(p, batch_size, positive_fraction)
+        for p in range(num_positives, max_positives + 1)
+    )
+    num_negatives = len(kept_positive) - num_positives
+    return num_positives < max_positives and num_negatives >= most_negatives
 
 
 def _take_batch(
@@ -186,17 +240,14 @@ def _take_batch(
     """
     The batch from the NMS survivors of the highest-loss candidates (in descending loss order),
     and whether it is settled: whether NMS over more candidates (all of lower loss) could not
-    change it. `covers_positives`: every positive anchor was a candidate.
+    change it. `covers_positives`: the fate of every positive anchor is known.
     """
     if positive_fraction < 0:
         return kept[:batch_size], len(kept) >= batch_size
     max_positives = int(batch_size * positive_fraction)
     positives = kept[kept_positive][:max_positives]
     negatives = kept[~kept_positive]
-    negatives_per_positive = (1 - positive_fraction) / positive_fraction
-    num_negatives = min(
-        batch_size - len(positives), math.floor(len(positives) * negatives_per_positive + 1e-6)
-    )
+    num_negatives = _num_negatives(len(positives), batch_size, positive_fraction)
     positives_settled = covers_positives or len(positives) == max_positives
     settled = positives_settled and len(negatives) >= num_negatives
     return torch.cat([positives, negatives[:num_negatives]]), settled

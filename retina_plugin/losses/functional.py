@@ -13,6 +13,7 @@ The gradient is computed in the forward pass, together with the loss, and is all
 for the backward pass: one elementwise pass instead of a graph of a dozen (M, K) temporaries.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Union
 
@@ -72,19 +73,31 @@ def _binary_focal_loss_and_grad(logits: Tensor, positive: Tensor, weights, alpha
 
 def _constants(alpha, gamma: float, like: Tensor):
     """
-    alpha_t for y = 1 and for y = 0, and gamma, as tensors: 0-dim, or (K,) for a per-class
-    alpha (a tuple of K floats; those kernels broadcast them over the (M, K) logits). As tensors
-    they are inputs of the compiled kernels, not constants baked into them: torch.compile (2.14,
-    CPU) makes Python floats dynamic after seeing two values, and the kernel it then built
-    computed a wrong loss for a third alpha
+    alpha_t for y = 1 and for y = 0, and gamma, as tensors on the device and of the dtype of
+    `like`: 0-dim, or (K,) for a per-class alpha (a tuple of K floats; those kernels broadcast
+    them over the (M, K) logits). As tensors they are inputs of the compiled kernels, not
+    constants baked into them: torch.compile (2.14, CPU) makes Python floats dynamic after
+    seeing two values, and the kernel it then built computed a wrong loss for a third alpha
     (tests/test_focal_loss.py::test_compiled_kernels_across_alpha_and_gamma).
+
+    They are built once per (alpha, gamma, dtype, device) and then reused: building them is a
+    host-to-device copy, which on CUDA blocks until the device catches up, on every call.
+    The cached tensors are shared: never modify them in place.
     """
-    options = {"dtype": like.dtype, "device": like.device}
-    if isinstance(alpha, tuple):
-        alpha_pos = torch.tensor(alpha, **options)
-        return alpha_pos, 1 - alpha_pos, torch.tensor(gamma, **options)
-    alpha_pos, alpha_neg = (alpha, 1 - alpha) if alpha >= 0 else (1.0, 1.0)
-    return torch.tensor([alpha_pos, alpha_neg, gamma], **options).unbind()
+    return _cached_constants(alpha, float(gamma), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_constants(alpha, gamma: float, dtype: torch.dtype, device: torch.device):
+    options = {"dtype": dtype, "device": device}
+    # Ordinary tensors even when first built under torch.inference_mode, so that training can
+    # use them afterwards.
+    with torch.inference_mode(False), torch.no_grad():
+        if isinstance(alpha, tuple):
+            alpha_pos = torch.tensor(alpha, **options)
+            return alpha_pos, 1 - alpha_pos, torch.tensor(gamma, **options)
+        alpha_pos, alpha_neg = (alpha, 1 - alpha) if alpha >= 0 else (1.0, 1.0)
+        return torch.tensor([alpha_pos, alpha_neg, gamma], **options).unbind()
 
 
 def _focal_loss_rows_and_grad_from_labels(
@@ -102,7 +115,10 @@ def _focal_loss_rows_and_grad_from_labels(
     return loss.sum(dim=1), grad
 
 
-_compiled_rows_and_grad = maybe_compile(_focal_loss_rows_and_grad_from_labels, "focal loss")
+# The anchor count M changes with the image sizes of every multi-scale batch: compiled for any M.
+_compiled_rows_and_grad = maybe_compile(
+    _focal_loss_rows_and_grad_from_labels, "focal loss", dynamic_dims=((0, 0), (1, 0))
+)
 
 
 def _labels_kernel(logits: Tensor, labels: Tensor, alpha, gamma: float, compiled: bool):
@@ -136,7 +152,9 @@ def _dense_loss_and_grad(
     return _focal_loss_and_grad(logits, targets, 1.0, (alpha_pos, alpha_neg), gamma)
 
 
-_compiled_dense_loss_and_grad = maybe_compile(_dense_loss_and_grad, "focal loss")
+_compiled_dense_loss_and_grad = maybe_compile(
+    _dense_loss_and_grad, "focal loss", dynamic_dims=((0, 0), (1, 0))
+)
 
 
 def _dense_kernel(logits: Tensor, targets: Tensor, alpha: float, gamma: float):

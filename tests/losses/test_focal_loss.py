@@ -1,4 +1,3 @@
-import logging
 import math
 
 import pytest
@@ -194,44 +193,6 @@ def test_from_labels_bad_shapes():
     assert str(error.value) == (
         "sigmoid_focal_loss_from_labels: logits (4, 2) must be (M, K) and labels (3,) (M,)"
     )
-
-
-def test_compile_failure_falls_back_to_eager(caplog, monkeypatch):
-    from retina_plugin.compile import maybe_compile
-
-    compile_calls = []
-
-    def broken_compile(fn, **kwargs):
-        compile_calls.append(fn)
-
-        def run(*args):
-            raise RuntimeError("InductorError: no C++ compiler found")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    # train_net's logger set-up (if a test ran it before) stops "retina_plugin" records.
-    monkeypatch.setattr(logging.getLogger("retina_plugin"), "propagate", True)
-    wrapped = maybe_compile(lambda x: x * 2, "test kernel")
-    with caplog.at_level("WARNING", logger="retina_plugin.compile"):
-        assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
-        assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
-    # Logged once: one record (pytest may hand the same record to caplog through more than one
-    # logger once train_net has set "retina_plugin" up without propagation).
-    records = {id(r): r for r in caplog.records if r.name == "retina_plugin.compile"}
-    assert [r.getMessage() for r in records.values()] == [
-        "torch.compile of the test kernel failed, running it eagerly: "
-        "RuntimeError('InductorError: no C++ compiler found')"
-    ]
-    assert len(compile_calls) == 1  # not retried after failing
-
-
-def test_compile_switched_off_by_environment(monkeypatch):
-    from retina_plugin import compile as compile_module
-
-    monkeypatch.setattr(compile_module, "_ENABLED", False)
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: pytest.fail("compiled"))
-    assert compile_module.maybe_compile(lambda x: x + 1, "kernel")(torch.zeros(1)).item() == 1.0
 
 
 @pytest.mark.parametrize("compiled", [False, True])

@@ -115,15 +115,40 @@ def matmul_speed(device: str, size: int = 2048, repeats: int = 5) -> float:
 
 @contextlib.contextmanager
 def tf32_disabled():
-    """Full float32 precision for CUDA matmuls and cuDNN convolutions inside the block (TF32 keeps
-    10 mantissa bits: enough to tell two memory layouts apart); the settings are restored after."""
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = matmul.allow_tf32, cudnn.allow_tf32
-    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    """
+    Full float32 precision for CUDA matmuls and cuDNN convolutions inside the block (TF32 keeps
+    10 mantissa bits: enough to tell two memory layouts apart); the settings are restored after,
+    also when the block raises. Through torch's ``fp32_precision`` settings where they exist
+    (torch >= 2.9; there, reading the older ``allow_tf32`` flags after a user set the new ones
+    raises), else the ``allow_tf32`` flags.
+    """
+    settings = _fp32_precision_settings()
+    if settings is None:
+        matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+        saved = matmul.allow_tf32, cudnn.allow_tf32
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            matmul.allow_tf32, cudnn.allow_tf32 = saved
+        return
+    saved = [setting.fp32_precision for setting in settings]
     try:
+        for setting in settings:
+            setting.fp32_precision = "ieee"
         yield
     finally:
-        matmul.allow_tf32, cudnn.allow_tf32 = saved
+        for setting, value in zip(settings, saved):
+            setting.fp32_precision = value
+
+
+def _fp32_precision_settings():
+    """torch's per-backend float32 precision settings (CUDA matmul, cuDNN convolution), or None
+    before torch 2.9."""
+    settings = (torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None))
+    if all(hasattr(setting, "fp32_precision") for setting in settings):
+        return settings
+    return None
 
 
 def print_machine(device: str, matmul_size: int = 2048):

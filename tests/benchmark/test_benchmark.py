@@ -56,16 +56,23 @@ def test_cpu_peak_rss_of_a_64_mib_tensor():
 
 
 def test_tf32_disabled_inside_and_restored_after():
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = matmul.allow_tf32, cudnn.allow_tf32
+    # torch 2.14: the fp32_precision settings (TF32 for cuDNN convolutions by default).
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
     try:
-        matmul.allow_tf32 = cudnn.allow_tf32 = True
+        matmul.fp32_precision = conv.fp32_precision = "tf32"
         with pytest.raises(RuntimeError, match="inside"), timing.tf32_disabled():
-            assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)
+            assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
             raise RuntimeError("inside")
-        assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+        # The legacy flag set by a user before: restored as it was, and readable after.
+        matmul.fp32_precision = "none"
+        torch.backends.cudnn.allow_tf32 = True
+        with timing.tf32_disabled():
+            assert conv.fp32_precision == "ieee"
+        assert torch.backends.cudnn.allow_tf32 is True
     finally:
-        matmul.allow_tf32, cudnn.allow_tf32 = saved
+        matmul.fp32_precision, conv.fp32_precision = saved
 
 
 def test_loss_inputs_are_a_coco_like_mix():

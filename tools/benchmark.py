@@ -6,6 +6,7 @@ Side-by-side speed (and memory) of retina-plugin against Detectron2 / fvcore, in
     python tools/benchmark.py --section loss      # focal loss only (seconds)
     python tools/benchmark.py --section deploy    # ONNX Runtime against PyTorch inference
     python tools/benchmark.py --section coco-eval # pycocotools against faster-coco-eval
+    python tools/benchmark.py --section ohem      # OHEM's loss step, one 800 px image, one box
     python tools/benchmark.py --device cuda       # on a GPU
 
 It first prints the machine's float32 matmul speed (GFLOP/s), by which readers can place their
@@ -36,7 +37,7 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--section", nargs="+", choices=("all", "loss", "model", "deploy", "coco-eval"), default=["all"],
+        "--section", nargs="+", choices=("all", "loss", "model", "deploy", "coco-eval", "ohem"), default=["all"],
         help="one or more sections (default: all)",
     )  # fmt: skip
     parser.add_argument("--device", default="cpu")
@@ -54,13 +55,14 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deploy-images", type=int, default=4, help="deploy: images (each timed)")
     parser.add_argument("--eval-images", type=int, default=5000, help="coco-eval: images")
     parser.add_argument("--eval-repeats", type=int, default=1, help="coco-eval: evaluations each")
+    parser.add_argument("--ohem-image-size", type=int, default=800, help="ohem: square image")
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
     print_machine(args.device, args.matmul_size)
-    all_sections = {"loss", "model", "deploy", "coco-eval"}
+    all_sections = {"loss", "model", "deploy", "coco-eval", "ohem"}
     sections = all_sections if "all" in args.section else set(args.section)
     if "loss" in sections:
         problem = LossProblem(args.anchors, args.classes, args.device)
@@ -75,6 +77,10 @@ def main(argv=None):
         from retina_plugin.benchmark.coco_eval_speed import bench_coco_eval  # noqa: PLC0415
 
         bench_coco_eval(args.eval_images, args.eval_repeats)
+    if "ohem" in sections:
+        from retina_plugin.benchmark.ohem_speed import bench_ohem  # noqa: PLC0415
+
+        bench_ohem(args.ohem_image_size, args.model_repeats, args.device)
 
 
 if __name__ == "__main__":

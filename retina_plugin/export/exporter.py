@@ -59,12 +59,13 @@ def _check_fits(weights: str, config_file: str, incompatible):
 
 
 def build_deployable(cfg, config_file: str = "the config") -> DeployableRetinaNet:
-    """The float32 CPU model of `cfg` with MODEL.WEIGHTS loaded (weights only; every parameter
+    """The float32 NCHW CPU model of `cfg` with MODEL.WEIGHTS loaded (weights only; every parameter
     must fit, else ValueError), wrapped for export."""
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     cfg.SOLVER.AMP.ENABLED = False  # the exported graph is float32
+    cfg.MODEL.FOCAL_RETINA.CHANNELS_LAST = False  # and NCHW: each runtime picks its own layout
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
         checkpointer = _StrictCheckpointer(model)

@@ -139,7 +139,10 @@ def test_shapes_ablation_base():
     assert different == {
         "SEED", "SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD",
         "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "OUTPUT_DIR",
+        # float32 NCHW, as docs/ablations/* were measured (the quick start: "native" AMP, NHWC)
+        "SOLVER.AMP.ENABLED", "MODEL.FOCAL_RETINA.CHANNELS_LAST",
     }  # fmt: skip
+    assert (cfg.SOLVER.AMP.ENABLED, cfg.MODEL.FOCAL_RETINA.CHANNELS_LAST) == (False, False)
 
 
 def test_shapes_grid_files():

@@ -3,7 +3,8 @@
 from .amp import build_train_step, check_amp_dtype_supported
 from .checkpoint import SafeCheckpointer
 from .ddp import create_ddp_model
-from .launch import WorkerEnvironment, join_process_group, launch, torchrun_environment
+from .device import CudaUnavailable, process_group_backend, resolve_device
+from .launch import WorkerEnvironment, join_process_group, launch, run_device, torchrun_environment
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .output_files import OutputWriteError
@@ -21,6 +22,10 @@ __all__ = [
     "torchrun_environment",
     "WorkerEnvironment",
     "join_process_group",
+    "run_device",
+    "resolve_device",
+    "process_group_backend",
+    "CudaUnavailable",
     "SafeCheckpointer",
     "OutputWriteError",
     "SafePredictor",

@@ -41,7 +41,13 @@ from .device import (
 )
 from .preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
 
-__all__ = ["WorkerEnvironment", "torchrun_environment", "join_process_group", "launch"]
+__all__ = [
+    "WorkerEnvironment",
+    "torchrun_environment",
+    "join_process_group",
+    "launch",
+    "run_device",
+]
 
 logger = logging.getLogger("retina_plugin")
 # Forwarded by a launching process to the workers it spawned (each worker decides, by
@@ -116,7 +122,7 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
     env = torchrun_environment()
     if env is None:
         num_workers = args.num_gpus * args.num_machines
-        device = _run_device(args, num_workers, _workers_flags(args))
+        device = run_device(args, num_workers, _workers_flags(args))
         if device.startswith("cuda"):
             check_gpus_per_machine(args.num_gpus, torch.cuda.device_count())
         with contextlib.ExitStack() as stack:
@@ -144,12 +150,12 @@ def launch(main_func: Callable, args, timeout=DEFAULT_TIMEOUT):
             "torchrun starts the workers itself, one process each. Leave both at 1 and give "
             "torchrun --nproc-per-node N (and --nnodes M) instead."
         )
-    device = _run_device(args, env.world_size, f"torchrun's WORLD_SIZE {env.world_size}")
+    device = run_device(args, env.world_size, f"torchrun's WORLD_SIZE {env.world_size}")
     join_process_group(env, timeout, device=device)
     return worker(args)
 
 
-def _run_device(args, num_workers: int, workers: str) -> str:
+def run_device(args, num_workers: int, workers: str) -> str:
     """The device of the run of `args` (:func:`~retina_plugin.engine.device.resolve_device`)."""
     cfg = load_config(args.config_file, args.opts)
     written_in = device_written_in(args.config_file, args.opts)

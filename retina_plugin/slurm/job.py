@@ -31,7 +31,7 @@ import sys
 
 from detectron2.engine import default_argument_parser
 
-from ..engine.launch import WorkerEnvironment, join_process_group
+from ..engine.launch import WorkerEnvironment, join_process_group, run_device
 from ..engine.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
 
 __all__ = ["TrainingJob", "worker_environment", "with_resume", "load_main"]
@@ -118,7 +118,9 @@ class TrainingJob:
             )
         main = load_main(self.script)
         env = worker_environment()
-        join_process_group(env, launcher="slurm")
+        # A CPU run (MODEL.DEVICE cpu) joins with gloo, also on GPU nodes.
+        device = run_device(args, env.world_size, f"the job's {env.world_size} tasks")
+        join_process_group(env, launcher="slurm", device=device)
         try:
             return main(args)
         except TrainingPreempted as preempted:

@@ -162,7 +162,9 @@ def select_hard_examples(
     4 B down, doubling, until the batch is settled. When an image has fewer than f B positives,
     the batch also needs the fate of every positive, however low its loss: those are decided
     together with only the anchors that their fate depends on
-    (:func:`~.ranked_nms.dependency_closure`), not with every anchor of higher loss.
+    (:func:`~.ranked_nms.dependency_closure`), not with every anchor of higher loss; when those
+    are more than 2048 (a low NMS threshold), by deciding the ranking in order down to them.
+    Memory stays bounded either way; time is that of full NMS in the second case.
     """
     valid = (labels >= 0).nonzero().squeeze(1)
     order = valid[losses[valid].argsort(descending=True, stable=True)]
@@ -190,6 +192,7 @@ def select_hard_examples(
                 later_kept = nms_in_rank_order(ranked_boxes, kept, closure, nms_thresh)
                 later_kept = later_kept[len(kept) :]
                 # The negatives below rank `decided` are not all decided: only positives join.
+                # The batch is then settled (the negatives suffice, whatever the positives).
                 kept = torch.cat([kept, later_kept[ranked_positive[later_kept]]])
                 later_positives = later_positives[:0]
         chosen, settled = _take_batch(

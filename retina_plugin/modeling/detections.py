@@ -11,15 +11,21 @@ How it stays exportable where Detectron2's own code does not:
   depends on the data (``torch.export`` stops at the ``min``). Here the n scores are padded with
   k scores of -1 and ``topk(k)`` is taken; the pads (below any threshold in [0, 1]) are dropped
   by a second threshold. Same candidates (up to the order of equal scores).
-* per-class NMS: Detectron2's ``batched_nms`` branches on the number of boxes (a loop over the
-  classes present, or an offset trick in float32 for small sets). Here one NMS runs per class,
-  for every class id 0 .. K - 1 (K is fixed when the model is built), which computes what
-  Detectron2's loop computes and maps to one ONNX ``NonMaxSuppression`` per class.
+* per-class NMS: Detectron2's ``batched_nms`` (torchvision's) branches on the number of boxes:
+  for small sets (up to 1000 boxes on the CPU, 5000 on CUDA: RetinaNet's 5 x 1000 candidates)
+  one NMS over boxes offset by class, else a loop over the classes present, each iteration a
+  host sync on CUDA. Eager and scripted inference call it, as Detectron2's RetinaNet does (same
+  detections; on CUDA one NMS instead of K loop iterations). Traced and exported graphs run one
+  NMS per class id 0 .. K - 1 instead (K is fixed when the model is built): no branch on a size,
+  one ONNX ``NonMaxSuppression`` per class. That loop computes what Detectron2's loop computes;
+  where Detectron2 takes the offset trick, whose float32 offsets round the coordinates, a pair
+  of boxes within a rounding of the IoU threshold may be decided differently.
 """
 
 from typing import Optional
 
 import torch
+from detectron2.layers import batched_nms as detectron2_batched_nms
 from detectron2.modeling.box_regression import Box2BoxTransform
 from torch import Tensor
 from torchvision.ops import nms
@@ -138,9 +144,10 @@ def batched_nms(
 ) -> Tensor:
     """
     Per-class NMS: the indices of the boxes that no higher-scoring box of their class overlaps
-    with IoU > `iou_threshold`, by decreasing score, equal scores in index order. As Detectron2's
-    ``batched_nms`` (torchvision's NMS within each class), with one NMS per class id in
-    [0, `num_classes`). `class_agnostic`: one NMS over all boxes, whatever their class.
+    with IoU > `iou_threshold`, by decreasing score, equal scores in index order. Eager and
+    scripted: Detectron2's ``batched_nms``; traced or exported: one NMS per class id in
+    [0, `num_classes`) (see the module docstring). `class_agnostic`: one NMS over all boxes,
+    whatever their class.
     """
     # NMS by rank, not score: with equal scores (a model with random weights has many) which box
     # suppresses which would otherwise depend on each NMS implementation's own sort.
@@ -149,11 +156,22 @@ def batched_nms(
     boxes, classes = _take(boxes, order), _take(classes, order)
     if class_agnostic:
         return _take(order, _nms(boxes, rank, iou_threshold).sort().values)
+    return _take(order, _per_class_keep(boxes, rank, classes, iou_threshold, num_classes))
+
+
+def _per_class_keep(
+    boxes: Tensor, rank: Tensor, classes: Tensor, iou_threshold: float, num_classes: int
+) -> Tensor:
+    """Per-class NMS of boxes in rank order: their kept positions, ascending."""
+    if torch.jit.is_scripting():  # TorchScript compiles this branch only
+        return detectron2_batched_nms(boxes, rank, classes, iou_threshold).sort().values
+    if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+        return detectron2_batched_nms(boxes, rank, classes, iou_threshold).sort().values
     keep = []
     for class_id in range(num_classes):
         index = _where(classes == class_id)
         keep.append(_take(index, _nms(_take(boxes, index), _take(rank, index), iou_threshold)))
-    return _take(order, torch.cat(keep).sort().values)
+    return torch.cat(keep).sort().values
 
 
 def decode_detections(

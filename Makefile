@@ -10,7 +10,7 @@ setup:
 # Runs the whole test suite on the CPU, but tests/slurm (make test-slurm runs that folder, the
 # submission checks included, beside its local cluster).
 test:
-	$(VENV)/bin/python -m pytest -q tests --ignore=tests/slurm $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests --ignore=tests/slurm $(PYTEST_ARGS)
 
 # Runs the SLURM tests on a private one-node cluster on localhost (root: installs slurm-wlm and
 # munge with apt-get when missing; scripts/test_slurm.sh).

@@ -42,6 +42,7 @@ setup(
         "dev": [
             "pytest>=7",
             "pytest-random-order>=1.1",
+            "pytest-xdist>=3",  # make test runs two test processes (-n 2)
             "ruff>=0.4",
             "submitit>=1.5",
             "onnx>=1.17",

@@ -130,7 +130,9 @@ def test_cpu_workers_meet_with_gloo_and_see_no_gpu(tmp_path):
     """Detectron2's launch of 2 workers for MODEL.DEVICE cpu: gloo, no GPU visible in the workers
     (so also on a machine with GPUs, where it would pick NCCL); this process's environment and
     signal handlers are left as they were."""
-    args = parse("--num-gpus", "2", "--config-file", QUICKSTART, "MODEL.DEVICE", "cpu")
+    args = parse(
+        "--num-gpus", "2", "--dist-url", "auto", "--config-file", QUICKSTART, "MODEL.DEVICE", "cpu"
+    )  # fmt: skip
     args.report_dir = str(tmp_path)
     before = os.environ.get("CUDA_VISIBLE_DEVICES"), signal.getsignal(signal.SIGTERM)
     launch(_report_worker, args)

@@ -44,7 +44,7 @@ def _commands(kind: str, root, output_dir) -> list[list[str]]:
     opts = _overrides(root, output_dir)
     port = str(_free_port())
     if kind == "launch 1x2":
-        return [[sys.executable, *train, "--num-gpus", "2", *opts]]
+        return [[sys.executable, *train, "--num-gpus", "2", "--dist-url", "auto", *opts]]
     if kind == "launch 2x1":
         url = f"tcp://127.0.0.1:{port}"
         return [

@@ -46,7 +46,7 @@ def test_one_failing_worker_stops_all_promptly(tmp_path, fail_rank, fail_at):
     command = [
         sys.executable, "-m", "tests.train_net_with_fault",
         "--fail-rank", str(fail_rank), "--fail-at-iter", str(fail_at),
-        "--num-gpus", "2", "--config-file", QUICKSTART, *overrides,
+        "--num-gpus", "2", "--dist-url", "auto", "--config-file", QUICKSTART, *overrides,
     ]  # fmt: skip
     start = time.monotonic()
     process = subprocess.Popen(

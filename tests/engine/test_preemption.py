@@ -153,10 +153,16 @@ def test_two_processes_stop_at_the_same_iteration_and_resume_exactly(root):
     resuming their streams) and without evaluation (the AP is not compared, below)."""
     opts = ("DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()")
     reference_dir = root / "two_processes_uninterrupted"
-    result = _run(_command(root, reference_dir, "--num-gpus", "2", max_iter=10, opts=opts))
+    result = _run(
+        _command(
+            root, reference_dir, "--num-gpus", "2", "--dist-url", "auto", max_iter=10, opts=opts
+        )
+    )
     assert result.returncode == 0, result.stdout[-4000:]
     output_dir = root / "two_processes"
-    command = _command(root, output_dir, "--num-gpus", "2", max_iter=10, opts=opts)
+    command = _command(
+        root, output_dir, "--num-gpus", "2", "--dist-url", "auto", max_iter=10, opts=opts
+    )
     status, output = _signal_at(command, output_dir, signal.SIGTERM, iteration=1)
     assert status == PREEMPTED_EXIT_CODE, output[-4000:]
     stopped = max(_metrics(output_dir))

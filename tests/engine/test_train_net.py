@@ -122,7 +122,9 @@ def test_two_cpu_processes(trained, tmp_path):
     overrides = tiny_overrides(root / "shapes", output_dir, max_iter=3)
     overrides += ["MODEL.FOCAL_RETINA.LOSS_NORMALIZER.SYNC_ACROSS_WORKERS", "True"]
     overrides += ["SOLVER.IMS_PER_BATCH", "4", "TEST.FOCAL_RETINA.NUM_VIS_IMAGES", "0"]
-    done = _run_train_net("--num-gpus", "2", "--config-file", QUICKSTART, *overrides)
+    done = _run_train_net(
+        "--num-gpus", "2", "--dist-url", "auto", "--config-file", QUICKSTART, *overrides
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "Rank of current process: 0. World size: 2" in log

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from detectron2.layers import nms
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
@@ -20,6 +19,7 @@ from retina_plugin import (
 )
 from retina_plugin.losses import select_hard_examples
 from retina_plugin.modeling.priors import class_frequency_priors, classification_bias
+from tests.losses.ohem_reference import select_with_full_nms
 from tests.utils import random_batch, tiny_config
 
 
@@ -211,21 +211,6 @@ def test_ohem_one_to_three_ratio():
     assert not selected.any()
 
 
-def _select_with_full_nms(losses, labels, boxes, batch_size, positive_fraction, nms_thresh, k):
-    """The rule, written plainly: NMS over every valid anchor, then take the batch."""
-    valid = (labels >= 0).nonzero().squeeze(1)
-    kept = valid[nms(boxes[valid], losses[valid], nms_thresh)]
-    if positive_fraction < 0:
-        chosen = kept[:batch_size]
-    else:
-        positive = labels[kept] != k
-        positives = kept[positive][: int(batch_size * positive_fraction)]
-        ratio = (1 - positive_fraction) / positive_fraction
-        num_negatives = min(batch_size - len(positives), math.floor(len(positives) * ratio + 1e-6))
-        chosen = torch.cat([positives, kept[~positive][:num_negatives]])
-    return sorted(chosen.tolist())
-
-
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("positive_fraction", [-1.0, 0.25, 0.5])
 @pytest.mark.parametrize("batch_size", [8, 64])
@@ -240,7 +225,7 @@ def test_ohem_equals_nms_over_every_anchor(seed, positive_fraction, batch_size):
     labels[torch.rand(num_anchors, generator=generator) < 0.02] = 1  # a few positives
     labels[torch.rand(num_anchors, generator=generator) < 0.1] = -1
     selected = select_hard_examples(losses, labels, boxes, batch_size, positive_fraction, 0.5, 5)
-    expected = _select_with_full_nms(losses, labels, boxes, batch_size, positive_fraction, 0.5, 5)
+    expected = select_with_full_nms(losses, labels, boxes, batch_size, positive_fraction, 0.5, 5)
     assert selected.nonzero().squeeze(1).tolist() == expected
 
 

@@ -3,8 +3,6 @@ and OHEM's selection built on it, against torchvision's NMS over every box at on
 adversarial boxes: dense clusters, tied scores, IoUs exactly at the threshold, positives far
 down the ranking, fewer survivors than the batch."""
 
-import math
-
 import pytest
 import torch
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -13,6 +11,7 @@ from torchvision.ops import nms
 
 from retina_plugin.losses import select_hard_examples
 from retina_plugin.losses.ranked_nms import dependency_closure, iou_above, nms_in_rank_order
+from tests.losses.ohem_reference import select_with_full_nms
 
 
 def _grid_boxes(num_boxes, cells, seed):
@@ -90,21 +89,6 @@ def test_dependency_closure_decides_its_seeds_as_full_nms(seed):
 # --- OHEM's selection against NMS over every valid anchor ---
 
 
-def _select_with_full_nms(losses, labels, boxes, batch_size, positive_fraction, nms_thresh, k):
-    """The rule, written plainly: NMS over every valid anchor, then take the batch."""
-    valid = (labels >= 0).nonzero().squeeze(1)
-    kept = valid[nms(boxes[valid], losses[valid], nms_thresh)]
-    if positive_fraction < 0:
-        chosen = kept[:batch_size]
-    else:
-        positive = labels[kept] != k
-        positives = kept[positive][: int(batch_size * positive_fraction)]
-        ratio = (1 - positive_fraction) / positive_fraction
-        num_negatives = min(batch_size - len(positives), math.floor(len(positives) * ratio + 1e-6))
-        chosen = torch.cat([positives, kept[~positive][:num_negatives]])
-    return sorted(chosen.tolist())
-
-
 def _selected(losses, labels, boxes, batch_size, positive_fraction, nms_thresh, k):
     chosen = select_hard_examples(
         losses, labels, boxes, batch_size, positive_fraction, nms_thresh, k
@@ -139,7 +123,7 @@ def test_ohem_positives_at_the_bottom_of_the_ranking(positive_fraction):
     losses = torch.rand(len(anchors), generator=generator) + 1
     losses[positive] = torch.rand(int(positive.sum()), generator=generator) * 0.5
     args = (losses, labels, anchors, 128, positive_fraction, 0.7, 80)
-    assert _selected(*args) == _select_with_full_nms(*args)
+    assert _selected(*args) == select_with_full_nms(*args)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -155,7 +139,7 @@ def test_ohem_tied_losses_and_crowded_boxes(seed, positive_fraction):
     labels[torch.rand(len(boxes), generator=generator) < 0.1] = -1
     for batch_size in (8, 256):
         args = (losses, labels, boxes, batch_size, positive_fraction, 0.5, 5)
-        assert _selected(*args) == _select_with_full_nms(*args)
+        assert _selected(*args) == select_with_full_nms(*args)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -170,4 +154,4 @@ def test_ohem_positives_suppressed_by_lower_ranked_chains(seed):
     labels[deep] = 0
     for batch_size in (16, 128):
         args = (losses, labels, boxes, batch_size, 0.25, 0.3, 2)
-        assert _selected(*args) == _select_with_full_nms(*args)
+        assert _selected(*args) == select_with_full_nms(*args)

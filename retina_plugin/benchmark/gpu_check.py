@@ -10,7 +10,9 @@ One run that checks and times retina-plugin on a GPU (tools/gpu_check.py is its 
    runs it, for a few hundred iterations: seconds per iteration and the final AP;
 5. ``loss-bench`` and ``model-bench``: :func:`.loss_speed.bench_loss` and
    :func:`.model_speed.bench_model` on the device;
-6. ``quickstart-bfloat16``: the quick start again with bfloat16 AMP, if time is left.
+6. ``quickstart-bfloat16``: the quick start again with bfloat16 AMP, if time is left;
+7. ``ohem-bench``: :func:`.ohem_speed.bench_ohem` on the device (OHEM's worst case: one box in an
+   800 px image; its time and CUDA memory), if time is left.
 
 Every step but the first runs in a process of its own (output in ``OUTPUT/logs/STEP.log``), with
 its own time limit inside one budget for the whole run, and is killed with its children when it
@@ -84,6 +86,7 @@ class CheckSizes:
     model_batch: int
     model_image: int
     model_repeats: int
+    ohem_image: int  # side of the square image of the OHEM benchmark
     quickstart: tuple  # KEY VALUE overrides of configs/quickstart.yaml
     warmup_iters: int  # iterations left out of the quick start's seconds per iteration
     parity_tests: tuple  # pytest's -k selection of the parity tests, or ()
@@ -94,18 +97,18 @@ class CheckSizes:
 
 FULL = CheckSizes(
     matmul=2048, loss_anchors=240000, loss_classes=80, loss_repeats=15, loss_probes=True,
-    model_batch=4, model_image=512, model_repeats=5,
+    model_batch=4, model_image=512, model_repeats=5, ohem_image=800,
     quickstart=("SOLVER.MAX_ITER", "200", "DATALOADER.NUM_WORKERS", "4"),
     warmup_iters=40,
     parity_tests=(),
     timeouts={"cuda-tests": 150, "parity": 90, "quickstart-float16": 150, "loss-bench": 120,
-              "model-bench": 90, "quickstart-bfloat16": 120},
+              "model-bench": 90, "quickstart-bfloat16": 120, "ohem-bench": 90},
     budget_s=300,
 )  # fmt: skip
 
 SMOKE = CheckSizes(
     matmul=256, loss_anchors=2000, loss_classes=8, loss_repeats=2, loss_probes=False,
-    model_batch=1, model_image=64, model_repeats=1,
+    model_batch=1, model_image=64, model_repeats=1, ohem_image=128,
     # The quick start on 24 + 8 shapes images of 64 px, 2 per step (as tests/utils.py).
     quickstart=(
         "SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "2", "SOLVER.IMS_PER_BATCH", "2",
@@ -119,7 +122,7 @@ SMOKE = CheckSizes(
     parity_tests=("-k", "inference"),
     # Generous: 2 shared CPU cores can be 10x slower than an idle one.
     timeouts={"cuda-tests": 120, "parity": 120, "quickstart-float16": 150, "loss-bench": 120,
-              "model-bench": 150, "quickstart-bfloat16": 150},
+              "model-bench": 150, "quickstart-bfloat16": 150, "ohem-bench": 120},
     budget_s=480,
     # The CPU's C++ compiles of the fused loss would take most of a smoke run.
     environment={"RETINA_PLUGIN_COMPILE": "0"},
@@ -357,6 +360,14 @@ def step_model_bench(run: CheckRun, timeout_s: float) -> StepResult:
     return _python_step(run, "model-bench", timeout_s, code)
 
 
+def step_ohem_bench(run: CheckRun, timeout_s: float) -> StepResult:
+    code = (
+        "from retina_plugin.benchmark.ohem_speed import bench_ohem\n"
+        f"bench_ohem({run.sizes.ohem_image}, 1, {run.device!r})"
+    )
+    return _python_step(run, "ohem-bench", timeout_s, code)
+
+
 # --- the machine, in this process ---
 
 
@@ -431,6 +442,7 @@ STEPS = (
     ("loss-bench", step_loss_bench, False),
     ("model-bench", step_model_bench, False),
     ("quickstart-bfloat16", lambda run, t: step_quickstart(run, t, "bfloat16"), True),
+    ("ohem-bench", step_ohem_bench, True),
 )
 _MIN_STEP_S = 20  # a step is not started with less time than this left
 _MIN_OPTIONAL_S = 60
@@ -552,6 +564,8 @@ def headline(result: StepResult) -> str:
         return _loss_headline(f)
     if result.name == "model-bench":
         return _model_headline(f)
+    if result.name == "ohem-bench":
+        return "; ".join(f"{n}: {c[2]} s, {c[3]} MiB" for n, c in f["rows"].items() if len(c) > 3)
     return ", ".join(f"{v} {k}" for k, v in f.items())  # pytest's counts
 
 

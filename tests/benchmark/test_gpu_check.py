@@ -166,3 +166,18 @@ def test_skipped_and_out_of_budget_steps(tmp_path, monkeypatch):
         ("late", FAIL, "not run: 15 s left of the 30 s budget"),
         ("optional", SKIPPED, "not run: 15 s left of the 30 s budget"),
     ]
+
+
+def test_ohem_bench_step_on_the_cpu(tmp_path):
+    """The ohem-bench step as the GPU check runs it (its own process), on the CPU at 128 px:
+    both states' table rows, and the headline made from them."""
+    run = gpu_check.CheckRun("cpu", tmp_path, gpu_check.SMOKE, tmp_path / "scratch")
+    run.logs.mkdir()  # as run_gpu_check makes it
+    result = gpu_check.step_ohem_bench(run, timeout_s=120)
+    assert result.status == PASS, result.detail
+    rows = result.figures["rows"]
+    assert list(rows) == ["fresh", "learned"]
+    assert all(cells[0] == "3069" for cells in rows.values())  # anchors of a 128 px image
+    assert gpu_check.headline(result) == "; ".join(
+        f"{state}: {cells[2]} s, {cells[3]} MiB" for state, cells in rows.items()
+    )

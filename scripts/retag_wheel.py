@@ -41,8 +41,9 @@ def fix_requirements(metadata: str) -> bytes:
     added = [prefix + name for name in ADDED_REQUIREMENTS]
     lines[unconditional[-1] + 1 : unconditional[-1] + 1] = added
     for i, line in enumerate(lines):
-        if line[len(prefix) :] in REPLACED_REQUIREMENTS and line.startswith(prefix):
-            lines[i] = prefix + REPLACED_REQUIREMENTS[line[len(prefix) :]]
+        requirement = line[len(prefix) :] if line.startswith(prefix) else None
+        if requirement in REPLACED_REQUIREMENTS:
+            lines[i] = prefix + REPLACED_REQUIREMENTS[requirement]
     return "\n".join(lines).encode()
 
 

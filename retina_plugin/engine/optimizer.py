@@ -42,6 +42,7 @@ def _fastest_implementation(param_groups: list[dict]) -> dict:
     parameters' device: CUDA, and the CPU from torch 2.4; else the multi-tensor (foreach) one."""
     devices = {p.device.type for group in param_groups for p in group["params"]}
     cpu_fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
-    if devices <= ({"cuda", "cpu"} if cpu_fused else {"cuda"}) and len(devices) == 1:
+    fused_devices = ("cuda", "cpu") if cpu_fused else ("cuda",)
+    if len(devices) == 1 and devices.pop() in fused_devices:
         return {"fused": True}
     return {"foreach": True}
